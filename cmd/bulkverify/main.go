@@ -1,0 +1,87 @@
+// Command bulkverify checks, for a large list of e-mail addresses, whether each
+// mailbox would accept mail, by asking the domain's own mail exchanger over
+// SMTP (EHLO, MAIL FROM, RCPT TO, never DATA).
+//
+// This package is the CLI only: flags, config loading, wiring, the progress
+// bar and exit codes. The work is done by the pipeline package.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK          = 0
+	exitFatal       = 1
+	exitUsage       = 2
+	exitInterrupted = 130
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `bulkverify checks e-mail addresses in bulk by asking their mail exchangers.
+
+Usage:
+  bulkverify verify [flags] INPUT.csv     verify the addresses of a CSV file ("-" = stdin)
+  bulkverify config                       print the documented default config file
+  bulkverify help [command]
+
+Run "bulkverify verify -h" for the flags of verify.
+`
+
+// run is main without the process: it takes its streams and returns the exit
+// code, so tests can drive the real CLI.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "verify":
+		return runVerify(ctx, args[1:], stdin, stdout, stderr)
+	case "config":
+		return runConfig(stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		if len(args) > 1 && args[1] == "verify" {
+			return runVerify(ctx, []string{"-h"}, stdin, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "bulkverify: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+// usageError is a mistake in how the command was called or in its input
+// file; it exits with code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(ctx context.Context, err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case errors.As(err, &ue):
+		return exitUsage
+	default:
+		return exitFatal
+	}
+}

@@ -1,0 +1,135 @@
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed bulkverify.yaml
+var defaultYAML []byte
+
+// Config is every setting bulkverify reads from a config file. The field
+// comments live in bulkverify.yaml, which is the user-facing documentation.
+type Config struct {
+	SMTP   SMTP   `yaml:"smtp"`
+	Limits Limits `yaml:"limits"`
+	DNS    DNS    `yaml:"dns"`
+	Input  Input  `yaml:"input"`
+}
+
+// SMTP holds the settings of the probing SMTP client.
+type SMTP struct {
+	HeloName        string        `yaml:"helo_name"`
+	MailFrom        string        `yaml:"mail_from"`
+	Port            int           `yaml:"port"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout"`
+	GreetingTimeout time.Duration `yaml:"greeting_timeout"`
+	CommandTimeout  time.Duration `yaml:"command_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+}
+
+// Limits holds the politeness and concurrency bounds.
+type Limits struct {
+	MaxConnections       int `yaml:"max_connections"`
+	MaxConnectionsPerMX  int `yaml:"max_connections_per_mx"`
+	NewConnectionBacklog int `yaml:"new_connection_backlog"`
+	RcptPerTransaction   int `yaml:"rcpt_per_transaction"`
+	RcptPerConnection    int `yaml:"rcpt_per_connection"`
+	MaxAttempts          int `yaml:"max_attempts"`
+}
+
+// DNS holds the resolver settings.
+type DNS struct {
+	Resolver  string        `yaml:"resolver"`
+	Timeout   time.Duration `yaml:"timeout"`
+	Attempts  int           `yaml:"attempts"`
+	CacheSize int           `yaml:"cache_size"`
+	Workers   int           `yaml:"workers"`
+}
+
+// Input holds the settings of the CSV reader.
+type Input struct {
+	Column string `yaml:"column"`
+}
+
+// DefaultYAML returns the documented default configuration file.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Default returns the built-in defaults, which are exactly bulkverify.yaml.
+func Default() Config {
+	c, err := parse(Config{}, defaultYAML)
+	if err != nil {
+		// The file is embedded at build time and covered by tests.
+		panic("configs: embedded bulkverify.yaml is invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads the config file at path over the defaults: options the file
+// leaves out keep their default. Unknown keys are an error, so a typo does not
+// silently fall back to a default.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := parse(Default(), data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func parse(base Config, data []byte) (Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&base); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	if err := base.Validate(); err != nil {
+		return Config{}, err
+	}
+	return base, nil
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	positive := []struct {
+		name  string
+		value int64
+	}{
+		{"smtp.port", int64(c.SMTP.Port)},
+		{"smtp.connect_timeout", int64(c.SMTP.ConnectTimeout)},
+		{"smtp.greeting_timeout", int64(c.SMTP.GreetingTimeout)},
+		{"smtp.command_timeout", int64(c.SMTP.CommandTimeout)},
+		{"limits.max_connections", int64(c.Limits.MaxConnections)},
+		{"limits.max_connections_per_mx", int64(c.Limits.MaxConnectionsPerMX)},
+		{"limits.new_connection_backlog", int64(c.Limits.NewConnectionBacklog)},
+		{"limits.rcpt_per_transaction", int64(c.Limits.RcptPerTransaction)},
+		{"limits.rcpt_per_connection", int64(c.Limits.RcptPerConnection)},
+		{"limits.max_attempts", int64(c.Limits.MaxAttempts)},
+		{"dns.timeout", int64(c.DNS.Timeout)},
+		{"dns.attempts", int64(c.DNS.Attempts)},
+		{"dns.cache_size", int64(c.DNS.CacheSize)},
+		{"dns.workers", int64(c.DNS.Workers)},
+	}
+	for _, p := range positive {
+		if p.value <= 0 {
+			return fmt.Errorf("%s must be positive", p.name)
+		}
+	}
+	if c.SMTP.Port > 65535 {
+		return fmt.Errorf("smtp.port %d is not a TCP port", c.SMTP.Port)
+	}
+	if c.SMTP.IdleTimeout < 0 {
+		return errors.New("smtp.idle_timeout must not be negative")
+	}
+	return nil
+}

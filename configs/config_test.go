@@ -1,0 +1,108 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Every option must be spelled out in the default file, so that the file is
+// complete documentation: decoding it into a generic map must reach every
+// struct field.
+func TestDefaultFileListsEveryOption(t *testing.T) {
+	var doc map[string]map[string]any
+	if err := yaml.Unmarshal(defaultYAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	sections := reflect.TypeOf(Config{})
+	for i := range sections.NumField() {
+		sec := sections.Field(i)
+		secName := sec.Tag.Get("yaml")
+		keys, ok := doc[secName]
+		if !ok {
+			t.Errorf("section %q missing from bulkverify.yaml", secName)
+			continue
+		}
+		for j := range sec.Type.NumField() {
+			key := sec.Type.Field(j).Tag.Get("yaml")
+			if _, ok := keys[key]; !ok {
+				t.Errorf("option %s.%s missing from bulkverify.yaml", secName, key)
+			}
+		}
+		if len(keys) != sec.Type.NumField() {
+			t.Errorf("section %q has %d keys, struct has %d fields", secName, len(keys), sec.Type.NumField())
+		}
+	}
+}
+
+func TestEveryOptionIsCommented(t *testing.T) {
+	lines := strings.Split(string(defaultYAML), "\n")
+	for i, line := range lines {
+		trimmed := strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "  ") || strings.HasPrefix(trimmed, "#") || trimmed == "" {
+			continue
+		}
+		if i == 0 || !strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#") {
+			t.Errorf("line %d %q has no comment above it", i+1, trimmed)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if c.SMTP.Port != 25 || c.SMTP.CommandTimeout != 30*time.Second || c.Limits.RcptPerTransaction != 50 ||
+		c.Limits.MaxConnectionsPerMX != 2 || c.DNS.Attempts != 3 {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		check   func(Config) bool
+		wantErr string
+	}{
+		{
+			name: "partial file keeps other defaults",
+			file: "smtp:\n  helo_name: probe.example.org\n  command_timeout: 5s\n",
+			check: func(c Config) bool {
+				return c.SMTP.HeloName == "probe.example.org" && c.SMTP.CommandTimeout == 5*time.Second && c.SMTP.Port == 25
+			},
+		},
+		{name: "empty file is the defaults", file: "", check: func(c Config) bool { return reflect.DeepEqual(c, Default()) }},
+		{name: "unknown key", file: "smtp:\n  helo: x\n", wantErr: "helo"},
+		{name: "bad duration", file: "dns:\n  timeout: soon\n", wantErr: "soon"},
+		{name: "zero limit", file: "limits:\n  max_connections: 0\n", wantErr: "limits.max_connections must be positive"},
+		{name: "port out of range", file: "smtp:\n  port: 70000\n", wantErr: "not a TCP port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Error("missing file: no error")
+	}
+}

@@ -1,0 +1,241 @@
+package input
+
+import (
+	"bufio"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+const bom = "\uFEFF"
+
+// HeaderError reasons.
+const (
+	HeaderEmpty          = "empty"             // no header line at all
+	HeaderNoColumn       = "no_address_column" // auto-detection found nothing
+	HeaderColumnNotFound = "column_not_found"  // Options.Column is not in the header
+)
+
+// autoColumns are the header names accepted for the address column, in
+// priority order: a file with both "mail" and "email" uses "email".
+func autoColumns() []string {
+	return []string{"email", "e-mail", "address", "email_address", "email address", "mail"}
+}
+
+// Options controls how the CSV is read.
+type Options struct {
+	Column string // explicit column name to use for addresses (case-insensitive); "" = auto-detect
+	Comma  rune   // field separator, 0 = ','
+}
+
+// HeaderError means the header has no usable address column, or the file has
+// no header at all.
+type HeaderError struct {
+	Header []string // as read, BOM removed; nil for an empty file
+	Reason string   // HeaderEmpty, HeaderNoColumn or HeaderColumnNotFound
+	Column string   // the column asked for in Options.Column, if any
+}
+
+func (e *HeaderError) Error() string {
+	var b strings.Builder
+	switch e.Reason {
+	case HeaderEmpty:
+		return "input has no header line (the file is empty)"
+	case HeaderColumnNotFound:
+		fmt.Fprintf(&b, "column %q not found in the header", clip(e.Column, 80))
+	default:
+		b.WriteString("no address column in the header")
+	}
+	b.WriteString("; columns found: ")
+	writeNames(&b, e.Header)
+	if e.Reason != HeaderColumnNotFound {
+		fmt.Fprintf(&b, "; accepted names (any case): %s; or name the column explicitly",
+			strings.Join(autoColumns(), ", "))
+	}
+	for _, h := range e.Header {
+		if _, err := ParseAddress(h); err == nil {
+			b.WriteString(" (the first line holds an address: the file seems to have no header line)")
+			break
+		}
+	}
+	return b.String()
+}
+
+// writeNames lists header names for a message, bounded because a hostile or
+// mistaken file can have thousands of huge "names".
+func writeNames(b *strings.Builder, names []string) {
+	const maxNames = 20
+	if len(names) == 0 {
+		b.WriteString("none")
+		return
+	}
+	for i, n := range names {
+		if i == maxNames {
+			fmt.Fprintf(b, ", … and %d more", len(names)-maxNames)
+			return
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(b, "%q", clip(n, 40))
+	}
+}
+
+// ParseError reports malformed CSV, e.g. a stray quote.
+type ParseError struct {
+	Line int   // line in the file where the error was found
+	Err  error // usually a *csv.ParseError
+}
+
+func (e *ParseError) Error() string {
+	var pe *csv.ParseError
+	if errors.As(e.Err, &pe) {
+		msg := fmt.Sprintf("malformed CSV at line %d, byte %d of the line: %v", e.Line, pe.Column, pe.Err)
+		if pe.StartLine != 0 && pe.StartLine != e.Line {
+			msg += fmt.Sprintf(" (in the record that starts at line %d)", pe.StartLine)
+		}
+		return msg
+	}
+	return fmt.Sprintf("malformed CSV at line %d: %v", e.Line, e.Err)
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Record is one data row of the input.
+type Record struct {
+	Row    int      // 1-based data row (header excluded)
+	Line   int      // line in the file where the record starts
+	Fields []string // the raw fields, untouched
+	Email  string   // raw value of the address column ("" when the row is too short to have it)
+	Ragged bool     // field count differs from the header's
+}
+
+// Reader reads records from a CSV file with a header line. It is not safe for
+// concurrent use.
+type Reader struct {
+	csv    *csv.Reader
+	header []string
+	col    int
+	row    int
+	err    error // sticky: once the file is found broken, it stays broken
+}
+
+// NewReader reads the header and picks the address column: opts.Column if set,
+// else the first of "email", "e-mail", "address", "email_address",
+// "email address", "mail" present (case-insensitive, surrounding white space
+// ignored). A UTF-8 BOM at the start of the file is dropped. A missing header
+// or address column is a *HeaderError, malformed CSV a *ParseError.
+func NewReader(r io.Reader, opts Options) (*Reader, error) {
+	comma := opts.Comma
+	if comma == 0 {
+		comma = ','
+	}
+	if !validComma(comma) {
+		return nil, fmt.Errorf("input: invalid field separator %q", comma)
+	}
+
+	br := bufio.NewReader(r)
+	// Drop the BOM before encoding/csv sees it: a BOM followed by a quoted first
+	// field would otherwise be a bare-quote error.
+	b, err := br.Peek(len(bom))
+	switch {
+	case err == nil && string(b) == bom:
+		if _, err := br.Discard(len(bom)); err != nil {
+			return nil, fmt.Errorf("input: %w", err)
+		}
+	case err != nil && err != io.EOF:
+		return nil, fmt.Errorf("input: reading header: %w", err)
+	}
+
+	cr := csv.NewReader(br)
+	cr.Comma = comma
+	cr.FieldsPerRecord = -1 // ragged rows are the caller's to report, per row
+	cr.ReuseRecord = false  // Records are handed to other goroutines
+
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil, &HeaderError{Reason: HeaderEmpty, Column: opts.Column}
+	}
+	if err != nil {
+		return nil, wrapReadErr(err)
+	}
+	header[0] = strings.TrimPrefix(header[0], bom)
+
+	col := findColumn(header, opts.Column)
+	if col < 0 {
+		reason := HeaderNoColumn
+		if strings.TrimSpace(opts.Column) != "" {
+			reason = HeaderColumnNotFound
+		}
+		return nil, &HeaderError{Header: header, Reason: reason, Column: opts.Column}
+	}
+	return &Reader{csv: cr, header: header, col: col}, nil
+}
+
+func validComma(r rune) bool {
+	return r != '"' && r != '\r' && r != '\n' && utf8.ValidRune(r) && r != utf8.RuneError
+}
+
+// findColumn returns the index of the address column, or -1.
+func findColumn(header []string, want string) int {
+	names := autoColumns()
+	if w := strings.TrimSpace(want); w != "" {
+		names = []string{w}
+	}
+	for _, name := range names {
+		for i, h := range header {
+			if strings.EqualFold(strings.TrimSpace(h), name) {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+func wrapReadErr(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return &ParseError{Line: pe.Line, Err: pe}
+	}
+	return fmt.Errorf("input: %w", err)
+}
+
+// Header returns (a copy of) the header as in the file, BOM removed from the
+// first name.
+func (r *Reader) Header() []string { return slices.Clone(r.header) }
+
+// Column returns the index of the address column.
+func (r *Reader) Column() int { return r.col }
+
+// Next returns the next record, io.EOF at the end, or a *ParseError for
+// malformed CSV. After an error every later call returns the same error: a
+// malformed file is reported, not half-read.
+func (r *Reader) Next() (Record, error) {
+	if r.err != nil {
+		return Record{}, r.err
+	}
+	fields, err := r.csv.Read()
+	if err != nil {
+		if err != io.EOF {
+			err = wrapReadErr(err)
+		}
+		r.err = err
+		return Record{}, err
+	}
+	r.row++
+	line, _ := r.csv.FieldPos(0)
+	rec := Record{
+		Row:    r.row,
+		Line:   line,
+		Fields: fields,
+		Ragged: len(fields) != len(r.header),
+	}
+	if r.col < len(fields) {
+		rec.Email = fields[r.col]
+	}
+	return rec, nil
+}

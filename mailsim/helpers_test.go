@@ -1,0 +1,120 @@
+package mailsim
+
+import (
+	"errors"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const ioTimeout = 10 * time.Second
+
+func startSim(t *testing.T, w World) *Sim {
+	t.Helper()
+	s, err := Start(t.Context(), w, Options{})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// query asks the sim over network ("udp" or "tcp"); bufsize > 0 adds EDNS0.
+func query(t *testing.T, s *Sim, network, name string, qtype uint16, bufsize uint16) *dns.Msg {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.RecursionDesired = false
+	if bufsize > 0 {
+		m.SetEdns0(bufsize, false)
+	}
+	c := &dns.Client{Net: network, Timeout: ioTimeout}
+	if bufsize > 0 {
+		c.UDPSize = bufsize
+	} else {
+		c.UDPSize = dns.MinMsgSize
+	}
+	r, _, err := c.Exchange(m, s.DNSAddr())
+	if err != nil {
+		t.Fatalf("%s %s %s: %v", network, name, dns.TypeToString[qtype], err)
+	}
+	return r
+}
+
+// rawClient speaks SMTP line by line, so tests control exactly what bytes the
+// server sees.
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	tp   *textproto.Conn
+	// greeting is the text of the 220 banner.
+	greeting string
+}
+
+func dialSMTP(t *testing.T, s *Sim, ip string) *rawClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, strconv.Itoa(s.SMTPPort())), ioTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", ip, err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(ioTimeout))
+	c := &rawClient{t: t, conn: conn, tp: textproto.NewConn(conn)}
+	t.Cleanup(func() { _ = conn.Close() })
+	code, msg := c.read()
+	if code != 220 {
+		t.Fatalf("greeting from %s: %d %s", ip, code, msg)
+	}
+	c.greeting = msg
+	return c
+}
+
+func (c *rawClient) read() (int, string) {
+	c.t.Helper()
+	code, msg, err := c.tp.ReadResponse(0)
+	if err != nil {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			return te.Code, te.Msg
+		}
+		c.t.Fatalf("read reply: %v", err)
+	}
+	return code, msg
+}
+
+// cmd sends one line and returns the reply, e.g. (550, "5.1.1 no such user").
+func (c *rawClient) cmd(line string) (int, string) {
+	c.t.Helper()
+	if err := c.tp.PrintfLine("%s", line); err != nil {
+		c.t.Fatalf("send %q: %v", line, err)
+	}
+	return c.read()
+}
+
+func (c *rawClient) expect(line string, wantCode int, wantMsgPrefix string) {
+	c.t.Helper()
+	code, msg := c.cmd(line)
+	if code != wantCode || !strings.HasPrefix(msg, wantMsgPrefix) {
+		c.t.Fatalf("%q: got %d %q, want %d %q...", line, code, msg, wantCode, wantMsgPrefix)
+	}
+}
+
+// ipOf is the listening IP of a named host of w.
+func ipOf(t *testing.T, w World, host string) string {
+	t.Helper()
+	for _, h := range w.Hosts {
+		if h.Name == host {
+			return h.IP
+		}
+	}
+	t.Fatalf("no host %q", host)
+	return ""
+}

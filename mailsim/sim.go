@@ -1,0 +1,281 @@
+package mailsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+)
+
+// Options are the listening settings of a Sim.
+type Options struct {
+	SMTPPort int    // 0 = choose a free port that is free on every host IP
+	DNSAddr  string // "" = "127.0.0.1:0"
+}
+
+// Sim is a running simulated world. Its counters are safe for concurrent use
+// and remain readable after Close.
+type Sim struct {
+	dnsAddr  string
+	smtpPort int
+
+	hosts map[string]*hostState // by normalized host name
+	dnsC  dnsCounter
+
+	closing   chan struct{} // closed first by Close, wakes RCPT delays
+	closeOnce sync.Once
+	closeErr  error
+
+	dnsServers []*dns.Server
+	smtp       []smtpRunning
+	wg         sync.WaitGroup // every goroutine Start launched
+
+	errMu    sync.Mutex
+	serveErr error // first unexpected serve error, reported by Close
+}
+
+type smtpRunning struct {
+	srv *smtp.Server
+	l   *trackingListener
+}
+
+// dnsStartAttempts bounds the retries when the UDP port is taken on TCP.
+const dnsStartAttempts = 10
+
+// Start validates w and brings up its DNS and SMTP servers. ctx bounds the
+// start-up only; the Sim runs until Close. A World that is inconsistent
+// (unknown MX host, non-loopback or duplicate host IP, ...) yields an error
+// wrapping ErrInvalidWorld.
+func Start(ctx context.Context, w World, opts Options) (*Sim, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m, err := buildModel(w)
+	if err != nil {
+		return nil, err
+	}
+	if opts.SMTPPort < 0 || opts.SMTPPort > 65535 {
+		return nil, fmt.Errorf("mailsim: SMTP port %d out of range", opts.SMTPPort)
+	}
+	s := &Sim{
+		hosts:   make(map[string]*hostState, len(m.hosts)),
+		dnsC:    dnsCounter{counts: make(map[dnsKey]int)},
+		closing: make(chan struct{}),
+	}
+	for _, h := range m.hosts {
+		s.hosts[h.name] = &hostState{name: h.name, cmds: make(map[string]int)}
+	}
+
+	listeners, port, err := listenCommonPort(m.hosts, opts.SMTPPort)
+	if err != nil {
+		return nil, err
+	}
+	s.smtpPort = port
+	for i, h := range m.hosts {
+		if listeners[i] == nil {
+			continue
+		}
+		tl := &trackingListener{Listener: listeners[i], host: s.hosts[h.name], conns: make(map[*trackedConn]struct{})}
+		srv := newSMTPServer(&backend{host: h, m: m, closing: s.closing})
+		s.smtp = append(s.smtp, smtpRunning{srv: srv, l: tl})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.noteServeErr(srv.Serve(tl))
+		}()
+	}
+
+	if err := s.startDNS(newZone(m), opts.DNSAddr); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sim) noteServeErr(err error) {
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	s.errMu.Lock()
+	if s.serveErr == nil {
+		s.serveErr = err
+	}
+	s.errMu.Unlock()
+}
+
+func (s *Sim) startDNS(z *zone, addr string) error {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("mailsim: DNS address %q: %w", addr, err)
+	}
+	auto := port == "0"
+
+	var (
+		pc net.PacketConn
+		tl net.Listener
+	)
+	for attempt := 1; ; attempt++ {
+		pc, err = net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("mailsim: DNS listen UDP %s: %w", addr, err)
+		}
+		ua := pc.LocalAddr().(*net.UDPAddr)
+		tl, err = net.Listen("tcp", net.JoinHostPort(ua.IP.String(), strconv.Itoa(ua.Port)))
+		if err == nil {
+			s.dnsAddr = pc.LocalAddr().String()
+			break
+		}
+		_ = pc.Close()
+		if !auto || attempt == dnsStartAttempts {
+			return fmt.Errorf("mailsim: DNS listen TCP on the UDP port %d: %w", ua.Port, err)
+		}
+	}
+
+	h := dnsHandler(z, &s.dnsC)
+	started := make(chan struct{}, 2)
+	failed := make(chan error, 2)
+	notify := func() { started <- struct{}{} }
+	s.dnsServers = []*dns.Server{
+		{PacketConn: pc, Handler: h, NotifyStartedFunc: notify},
+		{Listener: tl, Handler: h, NotifyStartedFunc: notify},
+	}
+	for _, srv := range s.dnsServers {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			err := srv.ActivateAndServe()
+			s.noteServeErr(err) // reported by Close if it happens after start
+			failed <- err       // buffered for both servers: never blocks
+		}()
+	}
+	// Not bounded by ctx on purpose: a server that was asked to start either
+	// notifies or returns at once, and one left half-started could not be
+	// shut down.
+	for n := 0; n < len(s.dnsServers); {
+		select {
+		case <-started:
+			n++
+		case err := <-failed:
+			if err == nil {
+				err = errors.New("stopped before it started")
+			}
+			return fmt.Errorf("mailsim: DNS server did not start: %w", err)
+		}
+	}
+	return nil
+}
+
+// DNSAddr is the "127.0.0.1:port" address serving the zone over UDP and TCP.
+func (s *Sim) DNSAddr() string { return s.dnsAddr }
+
+// SMTPPort is the port every listening host accepts SMTP on.
+func (s *Sim) SMTPPort() int { return s.smtpPort }
+
+// Close stops every server, closes open client connections, and returns once
+// all goroutines started by Start have ended. It is safe to call more than once.
+func (s *Sim) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		var errs []error
+		// Stop accepting first, so that no connection can appear after the
+		// open ones are closed below.
+		for _, r := range s.smtp {
+			if err := r.l.Listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		for _, r := range s.smtp {
+			r.l.closeConns()
+		}
+		for _, r := range s.smtp {
+			// Shutdown waits for the connection handlers; their connections
+			// are closed, so they end promptly.
+			if err := r.srv.Shutdown(context.Background()); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		for _, srv := range s.dnsServers {
+			// A server that failed to start reports "server not started";
+			// Start already returned that failure.
+			_ = srv.ShutdownContext(context.Background())
+		}
+		s.wg.Wait()
+		s.errMu.Lock()
+		if s.serveErr != nil {
+			errs = append(errs, s.serveErr)
+		}
+		s.errMu.Unlock()
+		if len(errs) > 0 {
+			s.closeErr = fmt.Errorf("mailsim: close: %w", errors.Join(errs...))
+		}
+	})
+	return s.closeErr
+}
+
+// Connections is the number of SMTP connections the named host has accepted
+// so far. A connection is counted before its greeting is sent.
+func (s *Sim) Connections(host string) int {
+	if h := s.hosts[normName(host)]; h != nil {
+		return int(h.conns.Load())
+	}
+	return 0
+}
+
+// TotalConnections is the number of SMTP connections accepted by all hosts.
+func (s *Sim) TotalConnections() int {
+	n := 0
+	for _, h := range s.hosts {
+		n += int(h.conns.Load())
+	}
+	return n
+}
+
+// Commands is the number of command lines with the given verb ("EHLO",
+// "RCPT", "DATA", ...) the named host has read from its clients, counted from
+// the raw byte stream before the server answers them. Lines of a DATA body
+// (after the server's 354) and BDAT chunk bytes are not commands.
+func (s *Sim) Commands(host, verb string) int {
+	if h := s.hosts[normName(host)]; h != nil {
+		return h.commands(strings.ToUpper(verb))
+	}
+	return 0
+}
+
+// TotalCommands is Commands summed over all hosts.
+func (s *Sim) TotalCommands(verb string) int {
+	verb = strings.ToUpper(verb)
+	n := 0
+	for _, h := range s.hosts {
+		n += h.commands(verb)
+	}
+	return n
+}
+
+// DNSQueries is the number of queries received for name (any case, with or
+// without the trailing dot) and qtype.
+func (s *Sim) DNSQueries(name string, qtype uint16) int {
+	key := dnsKey{strings.ToLower(dns.Fqdn(strings.TrimSpace(name))), qtype}
+	s.dnsC.mu.Lock()
+	defer s.dnsC.mu.Unlock()
+	return s.dnsC.counts[key]
+}
+
+// TotalDNSQueries is the number of queries received, all names and types.
+func (s *Sim) TotalDNSQueries() int {
+	s.dnsC.mu.Lock()
+	defer s.dnsC.mu.Unlock()
+	return s.dnsC.total
+}

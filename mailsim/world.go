@@ -1,0 +1,273 @@
+package mailsim
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// World declares everything the simulation serves. It is plain data: Start
+// validates it and never modifies it.
+type World struct {
+	Domains []Domain
+	Hosts   []Host
+}
+
+// Domain is a mail domain: the DNS records published for its name and the
+// mailboxes its mail exchangers accept.
+type Domain struct {
+	Name      string           // e.g. "acme.test"
+	TTL       uint32           // TTL of this domain's records, 0 = 300
+	MX        []MX             // published MX records (may be empty; a Host name that is in no Host or Domain dangles)
+	NullMX    bool             // publish the RFC 7505 null MX "0 ."
+	A         []string         // A/AAAA addresses of the domain name itself (implicit MX when MX is empty)
+	ServFail  bool             // the DNS server answers SERVFAIL for every query about this domain
+	Mailboxes []string         // local parts that exist (matched case-insensitively)
+	CatchAll  bool             // every local part is accepted
+	Replies   map[string]Reply // local part (lower-case) -> a special RCPT reply, e.g. mailbox full
+}
+
+// MX is one published MX record. Host must be the name of a Host of the world
+// or of a Domain that has A records.
+type MX struct {
+	Preference uint16
+	Host       string
+}
+
+// Reply is a scripted SMTP reply to RCPT TO.
+type Reply struct {
+	Code     int
+	Enhanced string // like "5.2.2", or "" for a reply without an enhanced status code
+	Message  string
+}
+
+// Host is one simulated mail server.
+type Host struct {
+	Name          string        // e.g. "mx1.acme.test"; an A record Name -> IP is published
+	IP            string        // 127.0.0.x address it listens on (must be in 127.0.0.0/8)
+	Down          bool          // published in DNS but nothing listens (connection refused)
+	RcptDelay     time.Duration // every RCPT reply is delayed this long (a slow server / tarpit)
+	MaxRecipients int           // go-smtp's per-transaction recipient limit (452 4.5.3), 0 = none
+}
+
+// ErrInvalidWorld is wrapped by every error Start returns because the World
+// itself is inconsistent (as opposed to a failure to listen).
+var ErrInvalidWorld = errors.New("mailsim: invalid world")
+
+const defaultTTL = 300
+
+// model is the validated, normalized form of a World that the servers use.
+// It is built once by Start and only read afterwards.
+type model struct {
+	domains map[string]*domainModel // lower-case name without trailing dot
+	hosts   []*hostModel            // in World order
+	// addrs holds every address published under a name (hosts and Domain.A),
+	// keyed like domains; it is what an MX target or implicit MX resolves to.
+	addrs map[string][]netip.Addr
+}
+
+type domainModel struct {
+	name      string
+	ttl       uint32
+	mx        []MX // host names normalized
+	nullMX    bool
+	addrs     []netip.Addr // Domain.A only
+	servFail  bool
+	mailboxes map[string]bool
+	catchAll  bool
+	replies   map[string]Reply
+}
+
+type hostModel struct {
+	name          string
+	ip            netip.Addr
+	down          bool
+	rcptDelay     time.Duration
+	maxRecipients int
+	// serves are the domains whose mail (by MX or implicit MX) reaches this
+	// host's address; RCPT for any other domain is a relay attempt.
+	serves map[string]bool
+}
+
+func normName(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidWorld, fmt.Sprintf(format, args...))
+}
+
+func validName(name string) bool {
+	if name == "" {
+		return false
+	}
+	_, ok := dns.IsDomainName(name)
+	return ok
+}
+
+func buildModel(w World) (*model, error) {
+	m := &model{
+		domains: make(map[string]*domainModel, len(w.Domains)),
+		addrs:   make(map[string][]netip.Addr),
+	}
+	addAddr := func(name string, a netip.Addr) {
+		for _, x := range m.addrs[name] {
+			if x == a {
+				return
+			}
+		}
+		m.addrs[name] = append(m.addrs[name], a)
+	}
+
+	hostNames := make(map[string]bool, len(w.Hosts))
+	hostIPs := make(map[netip.Addr]string, len(w.Hosts))
+	for i, h := range w.Hosts {
+		name := normName(h.Name)
+		if !validName(name) {
+			return nil, invalid("host #%d: bad name %q", i, h.Name)
+		}
+		if hostNames[name] {
+			return nil, invalid("duplicate host %q", name)
+		}
+		hostNames[name] = true
+		ip, err := netip.ParseAddr(strings.TrimSpace(h.IP))
+		if err != nil {
+			return nil, invalid("host %q: bad IP %q", name, h.IP)
+		}
+		ip = ip.Unmap()
+		if !ip.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(ip) {
+			return nil, invalid("host %q: IP %s is not in 127.0.0.0/8", name, ip)
+		}
+		if other, dup := hostIPs[ip]; dup {
+			return nil, invalid("hosts %q and %q share IP %s", other, name, ip)
+		}
+		hostIPs[ip] = name
+		if h.RcptDelay < 0 || h.MaxRecipients < 0 {
+			return nil, invalid("host %q: negative RcptDelay or MaxRecipients", name)
+		}
+		m.hosts = append(m.hosts, &hostModel{
+			name:          name,
+			ip:            ip,
+			down:          h.Down,
+			rcptDelay:     h.RcptDelay,
+			maxRecipients: h.MaxRecipients,
+			serves:        make(map[string]bool),
+		})
+		addAddr(name, ip)
+	}
+
+	for i, d := range w.Domains {
+		name := normName(d.Name)
+		if !validName(name) {
+			return nil, invalid("domain #%d: bad name %q", i, d.Name)
+		}
+		if _, dup := m.domains[name]; dup {
+			return nil, invalid("duplicate domain %q", name)
+		}
+		if d.NullMX && len(d.MX) > 0 {
+			return nil, invalid("domain %q: NullMX together with MX records", name)
+		}
+		dm := &domainModel{
+			name:      name,
+			ttl:       d.TTL,
+			nullMX:    d.NullMX,
+			servFail:  d.ServFail,
+			mailboxes: make(map[string]bool, len(d.Mailboxes)),
+			catchAll:  d.CatchAll,
+			replies:   make(map[string]Reply, len(d.Replies)),
+		}
+		if dm.ttl == 0 {
+			dm.ttl = defaultTTL
+		}
+		for _, mx := range d.MX {
+			host := normName(mx.Host)
+			if !validName(host) {
+				return nil, invalid("domain %q: bad MX host %q (use NullMX for \"0 .\")", name, mx.Host)
+			}
+			dm.mx = append(dm.mx, MX{Preference: mx.Preference, Host: host})
+		}
+		for _, s := range d.A {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return nil, invalid("domain %q: bad address %q", name, s)
+			}
+			a = a.Unmap()
+			// Loopback only, so that nothing a test resolves can lead a
+			// client off this machine.
+			if !a.IsLoopback() {
+				return nil, invalid("domain %q: address %s is not loopback", name, a)
+			}
+			dm.addrs = append(dm.addrs, a)
+			addAddr(name, a)
+		}
+		for _, mb := range d.Mailboxes {
+			mb = strings.ToLower(strings.TrimSpace(mb))
+			if mb == "" {
+				return nil, invalid("domain %q: empty mailbox", name)
+			}
+			dm.mailboxes[mb] = true
+		}
+		for local, r := range d.Replies {
+			if r.Code < 200 || r.Code > 599 {
+				return nil, invalid("domain %q: reply for %q has code %d", name, local, r.Code)
+			}
+			if _, err := parseEnhanced(r.Enhanced); err != nil {
+				return nil, invalid("domain %q: reply for %q: %v", name, local, err)
+			}
+			dm.replies[strings.ToLower(strings.TrimSpace(local))] = r
+		}
+		m.domains[name] = dm
+	}
+
+	hostByIP := make(map[netip.Addr]*hostModel, len(m.hosts))
+	for _, h := range m.hosts {
+		hostByIP[h.ip] = h
+	}
+	for _, dm := range m.domains {
+		var targets []string
+		switch {
+		case dm.nullMX:
+		case len(dm.mx) > 0:
+			// An MX naming neither a host nor a domain with addresses is
+			// published as it is: a dangling MX, which real worlds have too.
+			for _, mx := range dm.mx {
+				targets = append(targets, mx.Host)
+			}
+		default:
+			targets = append(targets, dm.name)
+		}
+		for _, t := range targets {
+			for _, a := range m.addrs[t] {
+				if h := hostByIP[a]; h != nil {
+					h.serves[dm.name] = true
+				}
+			}
+		}
+	}
+	return m, nil
+}
+
+// parseEnhanced parses "x.y.z"; "" yields nil (no enhanced code).
+func parseEnhanced(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("bad enhanced code %q", s)
+	}
+	out := make([]int, 3)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 || (i == 0 && n != 2 && n != 4 && n != 5) {
+			return nil, fmt.Errorf("bad enhanced code %q", s)
+		}
+		out[i] = n
+	}
+	return out, nil
+}

@@ -1,0 +1,114 @@
+package output
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// JSONL writes results as JSON Lines: one object per input row,
+// {"input": {column: value, ...}, "row": ..., "email": ..., ...}.
+type JSONL struct {
+	w    *bufio.Writer
+	keys []string // input object keys, unique
+	buf  bytes.Buffer
+	enc  *json.Encoder
+}
+
+// jsonLine is one output line; Result's fields are promoted next to "input".
+type jsonLine struct {
+	Input inputObject `json:"input"`
+	Result
+}
+
+// inputObject marshals as a JSON object whose keys keep the header's order.
+type inputObject struct {
+	keys, vals []string
+}
+
+// NewJSONL returns a writer of JSON Lines to w. JSON object keys must be unique,
+// so an empty or repeated header name becomes name_N (column_N when empty),
+// N being its 1-based column.
+func NewJSONL(w io.Writer, inputHeader []string) (*JSONL, error) {
+	j := &JSONL{w: bufio.NewWriter(w), keys: uniqueKeys(inputHeader)}
+	j.enc = json.NewEncoder(&j.buf)
+	j.enc.SetEscapeHTML(false) // addresses like <a@b> stay readable
+	return j, nil
+}
+
+func uniqueKeys(header []string) []string {
+	seen := make(map[string]bool, len(header))
+	keys := make([]string, len(header))
+	for i, h := range header {
+		k := h
+		if k == "" || seen[k] {
+			base := h
+			if base == "" {
+				base = "column"
+			}
+			k = base + "_" + strconv.Itoa(i+1)
+			for seen[k] {
+				k += "_"
+			}
+		}
+		seen[k] = true
+		keys[i] = k
+	}
+	return keys
+}
+
+// Write writes one line: the input fields (padded with "" or cut to the
+// header's length) under "input", then r with its server text sanitized.
+func (j *JSONL) Write(inputFields []string, r Result) error {
+	line := jsonLine{
+		Input:  inputObject{keys: j.keys, vals: fitFields(inputFields, len(j.keys), 0)},
+		Result: sanitized(r),
+	}
+	j.buf.Reset()
+	if err := j.enc.Encode(line); err != nil { // Encode ends the line with \n
+		return fmt.Errorf("output: encoding JSON row %d: %w", r.Row, err)
+	}
+	if _, err := j.w.Write(j.buf.Bytes()); err != nil {
+		return fmt.Errorf("output: writing JSON row %d: %w", r.Row, err)
+	}
+	return nil
+}
+
+// Flush writes buffered lines to the underlying writer.
+func (j *JSONL) Flush() error {
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("output: flushing JSON Lines: %w", err)
+	}
+	return nil
+}
+
+func (o inputObject) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	str := func(s string) error {
+		if err := enc.Encode(s); err != nil {
+			return err
+		}
+		b.Truncate(b.Len() - 1) // drop Encode's newline
+		return nil
+	}
+	b.WriteByte('{')
+	for i, k := range o.keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if err := str(k); err != nil {
+			return nil, err
+		}
+		b.WriteByte(':')
+		if err := str(o.vals[i]); err != nil {
+			return nil, err
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}

@@ -1,0 +1,61 @@
+package output
+
+import "time"
+
+// Status values: the verdict for one address.
+const (
+	StatusDeliverable   = "deliverable"   // the mail exchanger accepted the mailbox
+	StatusUndeliverable = "undeliverable" // the mail exchanger rejected the mailbox
+	StatusRisky         = "risky"         // accepted, but the answer means little (accept-all domain, full mailbox…)
+	StatusUnknown       = "unknown"       // no answer after retries: temporary failures, blocks, timeouts
+	StatusInvalid       = "invalid"       // not an address we can ask about: syntax, no mail domain
+)
+
+// Result is the verdict for one input row (DESIGN.md "Result of one address").
+type Result struct {
+	Row          int       `csv:"row" json:"row"`
+	Email        string    `csv:"email" json:"email"`
+	Status       string    `csv:"status" json:"status"`
+	Reason       string    `csv:"reason" json:"reason"`
+	SMTPCode     int       `csv:"smtp_code,omitempty" json:"smtp_code,omitempty"`
+	EnhancedCode string    `csv:"enhanced_code" json:"enhanced_code,omitempty"`
+	SMTPMessage  string    `csv:"smtp_message" json:"smtp_message,omitempty"`
+	MXHost       string    `csv:"mx_host" json:"mx_host,omitempty"`
+	CatchAll     *bool     `csv:"catch_all,omitempty" json:"catch_all,omitempty"` // nil = not determined
+	Attempts     int       `csv:"attempts" json:"attempts"`
+	CheckedAt    time.Time `csv:"checked_at" json:"checked_at"` // written as RFC 3339 UTC, seconds precision
+}
+
+// ResultColumns returns the result column names in the order they are written,
+// after the input columns.
+func ResultColumns() []string {
+	return []string{
+		"row", "email", "status", "reason", "smtp_code", "enhanced_code",
+		"smtp_message", "mx_host", "catch_all", "attempts", "checked_at",
+	}
+}
+
+// Limits, in runes, for server-supplied text.
+const (
+	maxMessageRunes  = 200
+	maxHostRunes     = 255 // a DNS name is at most 253 octets; more is garbage
+	maxEnhancedRunes = 32  // "5.1.1" is 5; 3 digits . 3 digits . 3 digits is 11
+)
+
+// sanitized returns r with its server-supplied text made safe for a cell and
+// the time normalised, so both writers emit the same values.
+func sanitized(r Result) Result {
+	r.SMTPMessage = Sanitize(r.SMTPMessage, maxMessageRunes)
+	r.MXHost = Sanitize(r.MXHost, maxHostRunes)
+	r.EnhancedCode = Sanitize(r.EnhancedCode, maxEnhancedRunes)
+	r.CheckedAt = r.CheckedAt.UTC().Truncate(time.Second)
+	return r
+}
+
+// fitFields returns fields padded with "" or cut to n, in a new slice with
+// room for extra more.
+func fitFields(fields []string, n, extra int) []string {
+	out := make([]string, n, n+extra)
+	copy(out, fields)
+	return out
+}

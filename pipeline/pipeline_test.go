@@ -1,0 +1,410 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/mailsim"
+	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/resolve"
+)
+
+// world is the simulated mail world most tests here run against.
+func world() mailsim.World {
+	return mailsim.World{
+		Hosts: []mailsim.Host{
+			{Name: "mx1.acme.test", IP: "127.0.0.11"},
+			{Name: "mx2.acme.test", IP: "127.0.0.12"},
+			{Name: "mx.provider.test", IP: "127.0.0.13"},
+			{Name: "dead.failover.test", IP: "127.0.0.14", Down: true},
+			{Name: "live.failover.test", IP: "127.0.0.15"},
+			{Name: "dead.only.test", IP: "127.0.0.16", Down: true},
+			{Name: "implicit.test", IP: "127.0.0.17"},
+		},
+		Domains: []mailsim.Domain{
+			{
+				Name:      "acme.test",
+				MX:        []mailsim.MX{{Preference: 20, Host: "mx2.acme.test"}, {Preference: 10, Host: "mx1.acme.test"}},
+				Mailboxes: []string{"alice", "bob"},
+				Replies: map[string]mailsim.Reply{
+					"full":    {Code: 552, Enhanced: "5.2.2", Message: "mailbox full"},
+					"blocked": {Code: 550, Enhanced: "5.7.1", Message: "rejected by policy"},
+					"later":   {Code: 451, Enhanced: "4.3.0", Message: "local error in processing"},
+				},
+			},
+			{Name: "one.test", MX: []mailsim.MX{{Preference: 10, Host: "mx.provider.test"}}, Mailboxes: []string{"ann"}},
+			{Name: "two.test", MX: []mailsim.MX{{Preference: 10, Host: "mx.provider.test"}}, Mailboxes: []string{"ben"}},
+			{Name: "three.test", MX: []mailsim.MX{{Preference: 10, Host: "mx.provider.test"}}, Mailboxes: []string{"cat"}},
+			{
+				Name:      "failover.test",
+				MX:        []mailsim.MX{{Preference: 10, Host: "dead.failover.test"}, {Preference: 20, Host: "live.failover.test"}},
+				Mailboxes: []string{"eve"},
+			},
+			{Name: "down.test", MX: []mailsim.MX{{Preference: 10, Host: "dead.only.test"}}},
+			{Name: "implicit.test", A: []string{"127.0.0.17"}, Mailboxes: []string{"ivan"}},
+			{Name: "nullmx.test", NullMX: true},
+			{Name: "broken.test", ServFail: true},
+			{Name: "dangling.test", MX: []mailsim.MX{{Preference: 10, Host: "nowhere.dangling.test"}}},
+		},
+	}
+}
+
+type harness struct {
+	t   *testing.T
+	sim *mailsim.Sim
+	cfg Config
+}
+
+func newHarness(t *testing.T, w mailsim.World) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sim, err := mailsim.Start(ctx, w, mailsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	return &harness{t: t, sim: sim, cfg: Config{
+		Probe: probe.Config{
+			HeloName:        "probe.bulkverify.test",
+			MailFrom:        "verify@bulkverify.test",
+			ConnectTimeout:  2 * time.Second,
+			GreetingTimeout: 5 * time.Second,
+			CommandTimeout:  5 * time.Second,
+		},
+		SMTPPort:    sim.SMTPPort(),
+		IdleTimeout: 500 * time.Millisecond,
+	}}
+}
+
+// row is one output row as a map from column name to value.
+type row map[string]string
+
+// run verifies csvText and returns the output rows and the summary.
+func (h *harness) run(csvText string) ([]row, Summary) {
+	h.t.Helper()
+	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}, Timeout: time.Second, Attempts: 2})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	src, err := input.NewReader(strings.NewReader(csvText), input.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sink, err := output.NewCSV(&out, src.Header())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sum, err := Run(ctx, h.cfg, res, src, sink)
+	if err != nil {
+		h.t.Fatalf("Run: %v", err)
+	}
+	records, err := csv.NewReader(&out).ReadAll()
+	if err != nil {
+		h.t.Fatalf("output is not CSV: %v\n%s", err, out.String())
+	}
+	var rows []row
+	for _, rec := range records[1:] {
+		r := row{}
+		for i, name := range records[0] {
+			r[name] = rec[i]
+		}
+		rows = append(rows, r)
+	}
+	if got := h.sim.TotalCommands("DATA"); got != 0 {
+		h.t.Errorf("the servers saw DATA %d times", got)
+	}
+	return rows, sum
+}
+
+// byEmail indexes rows by the raw input column "email"; duplicates keep the last.
+func byEmail(rows []row) map[string]row {
+	m := map[string]row{}
+	for _, r := range rows {
+		m[r["email"]] = r
+	}
+	return m
+}
+
+// checkEveryRowOnce asserts that rows 1..n each appear exactly once.
+func checkEveryRowOnce(t *testing.T, rows []row, n int) {
+	t.Helper()
+	seen := map[int]int{}
+	for _, r := range rows {
+		i, err := strconv.Atoi(r["row"])
+		if err != nil {
+			t.Fatalf("bad row column %q", r["row"])
+		}
+		seen[i]++
+	}
+	for i := 1; i <= n; i++ {
+		if seen[i] != 1 {
+			t.Errorf("input row %d appears %d times in the output", i, seen[i])
+		}
+	}
+	if len(rows) != n {
+		t.Errorf("%d output rows for %d input rows", len(rows), n)
+	}
+}
+
+func TestStatuses(t *testing.T) {
+	h := newHarness(t, world())
+	input := "name,email\n" +
+		"a,alice@acme.test\n" +
+		"b,nobody@acme.test\n" +
+		"c,full@acme.test\n" +
+		"d,blocked@acme.test\n" +
+		"e,later@acme.test\n" +
+		"f,not-an-address\n" +
+		"g,someone@nonexistent.test\n" +
+		"h,someone@nullmx.test\n" +
+		"i,ivan@implicit.test\n" +
+		"j,eve@failover.test\n" +
+		"k,someone@down.test\n" +
+		"l,someone@broken.test\n" +
+		"m,someone@dangling.test\n" +
+		"n,Bob@ACME.test\n" +
+		"o,a@[127.0.0.1]\n"
+	rows, sum := h.run(input)
+	checkEveryRowOnce(t, rows, 15)
+	got := map[string]row{}
+	for _, r := range rows {
+		got[r["name"]] = r
+	}
+	tests := []struct {
+		name, status, reason, code, enhanced, mx string
+	}{
+		{"a", "deliverable", "accepted", "250", "2.0.0", "mx1.acme.test"},
+		{"b", "undeliverable", "mailbox_unknown", "550", "5.1.1", "mx1.acme.test"},
+		{"c", "risky", "mailbox_full", "552", "5.2.2", "mx1.acme.test"},
+		{"d", "unknown", "policy_block", "550", "5.7.1", "mx1.acme.test"},
+		{"e", "unknown", "temporary_failure", "451", "4.3.0", "mx1.acme.test"},
+		{"f", "invalid", "syntax", "", "", ""},
+		{"g", "invalid", "nxdomain", "", "", ""},
+		{"h", "invalid", "null_mx", "", "", ""},
+		{"i", "deliverable", "accepted", "250", "2.0.0", "implicit.test"},
+		{"j", "deliverable", "accepted", "250", "2.0.0", "live.failover.test"},
+		{"k", "unknown", "connection_failed", "", "", "dead.only.test"},
+		{"l", "unknown", "dns_error", "", "", ""},
+		{"m", "undeliverable", "mx_unresolvable", "", "", "nowhere.dangling.test"},
+		{"n", "deliverable", "accepted", "250", "2.0.0", "mx1.acme.test"},
+		{"o", "invalid", "address_literal", "", "", ""},
+	}
+	for _, tt := range tests {
+		r := got[tt.name]
+		if r["status"] != tt.status || r["reason"] != tt.reason || r["smtp_code"] != tt.code ||
+			r["enhanced_code"] != tt.enhanced || r["mx_host"] != tt.mx {
+			t.Errorf("row %s (%s): got %s/%s code=%q enh=%q mx=%q, want %s/%s code=%q enh=%q mx=%q",
+				tt.name, r["email"], r["status"], r["reason"], r["smtp_code"], r["enhanced_code"], r["mx_host"],
+				tt.status, tt.reason, tt.code, tt.enhanced, tt.mx)
+		}
+	}
+	if e := got["n"]["email"]; e != "Bob@acme.test" {
+		t.Errorf("normalised email = %q, want domain lower-cased and local part kept", e)
+	}
+	if sum.Rows != 15 || sum.ByStatus["deliverable"] != 4 {
+		t.Errorf("summary %+v", sum)
+	}
+	if n := h.sim.Connections("mx2.acme.test"); n != 0 {
+		t.Errorf("backup MX of acme.test got %d connections while the primary was up", n)
+	}
+}
+
+func TestOneConnectionPerDomain(t *testing.T) {
+	h := newHarness(t, world())
+	var b strings.Builder
+	b.WriteString("email\n")
+	const n = 40
+	for i := range n {
+		fmt.Fprintf(&b, "user%d@acme.test\n", i)
+	}
+	rows, sum := h.run(b.String())
+	checkEveryRowOnce(t, rows, n)
+	if got := h.sim.Connections("mx1.acme.test"); got != 1 {
+		t.Errorf("%d addresses at one domain used %d connections, want 1", n, got)
+	}
+	if got := h.sim.Commands("mx1.acme.test", "RCPT"); got != n {
+		t.Errorf("server saw %d RCPT, want %d", got, n)
+	}
+	if got := h.sim.Commands("mx1.acme.test", "MAIL"); got != 1 {
+		t.Errorf("server saw %d MAIL, want 1", got)
+	}
+	if got := h.sim.DNSQueries("acme.test", dns.TypeMX); got != 1 {
+		t.Errorf("%d MX queries for acme.test, want 1", got)
+	}
+	if sum.Connections != 1 {
+		t.Errorf("summary counts %d connections", sum.Connections)
+	}
+}
+
+func TestDomainsSharingAnMXShareItsConnection(t *testing.T) {
+	h := newHarness(t, world())
+	var b strings.Builder
+	b.WriteString("email\n")
+	for i := range 15 {
+		for _, d := range []string{"one.test", "two.test", "three.test"} {
+			fmt.Fprintf(&b, "u%d@%s\n", i, d)
+		}
+	}
+	b.WriteString("ann@one.test\nben@two.test\ncat@three.test\n")
+	rows, _ := h.run(b.String())
+	checkEveryRowOnce(t, rows, 48)
+	if got := h.sim.Connections("mx.provider.test"); got != 1 {
+		t.Errorf("3 domains on one MX host used %d connections, want 1", got)
+	}
+	for _, d := range []string{"one.test", "two.test", "three.test"} {
+		if got := h.sim.DNSQueries(d, dns.TypeMX); got != 1 {
+			t.Errorf("%d MX queries for %s, want 1", got, d)
+		}
+	}
+	if got := h.sim.DNSQueries("mx.provider.test", dns.TypeA); got != 1 {
+		t.Errorf("%d A queries for the shared MX host, want 1 (cached)", got)
+	}
+	e := byEmail(rows)
+	for _, addr := range []string{"ann@one.test", "ben@two.test", "cat@three.test"} {
+		if e[addr]["status"] != "deliverable" {
+			t.Errorf("%s: %s", addr, e[addr]["status"])
+		}
+	}
+	if e["u3@two.test"]["status"] != "undeliverable" {
+		t.Errorf("u3@two.test: %s", e["u3@two.test"]["status"])
+	}
+}
+
+func TestTransactionAndConnectionCaps(t *testing.T) {
+	tests := []struct {
+		name                           string
+		addresses, perTxn, perConn     int
+		wantConns, wantMail, wantRsets int
+	}{
+		{"one transaction", 30, 50, 500, 1, 1, 0},
+		{"RSET between transactions", 120, 50, 500, 1, 3, 2},
+		{"new connection after the per-connection cap", 120, 50, 50, 3, 3, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, world())
+			h.cfg.MaxConnectionsPerHost = 1
+			h.cfg.RcptPerTransaction = tt.perTxn
+			h.cfg.RcptPerConnection = tt.perConn
+			var b strings.Builder
+			b.WriteString("email\n")
+			for i := range tt.addresses {
+				fmt.Fprintf(&b, "user%d@acme.test\n", i)
+			}
+			rows, _ := h.run(b.String())
+			checkEveryRowOnce(t, rows, tt.addresses)
+			host := "mx1.acme.test"
+			if got := h.sim.Connections(host); got != tt.wantConns {
+				t.Errorf("connections = %d, want %d", got, tt.wantConns)
+			}
+			if got := h.sim.Commands(host, "MAIL"); got != tt.wantMail {
+				t.Errorf("MAIL = %d, want %d", got, tt.wantMail)
+			}
+			if got := h.sim.Commands(host, "RSET"); got != tt.wantRsets {
+				t.Errorf("RSET = %d, want %d", got, tt.wantRsets)
+			}
+			if got := h.sim.Commands(host, "RCPT"); got != tt.addresses {
+				t.Errorf("RCPT = %d, want %d", got, tt.addresses)
+			}
+			if got := h.sim.Commands(host, "QUIT"); got != tt.wantConns {
+				t.Errorf("QUIT = %d, want one per connection (%d)", got, tt.wantConns)
+			}
+		})
+	}
+}
+
+func TestServerRecipientLimit(t *testing.T) {
+	w := world()
+	w.Hosts[0].MaxRecipients = 7 // mx1.acme.test answers 452 4.5.3 after 7 RCPT
+	h := newHarness(t, w)
+	var b strings.Builder
+	b.WriteString("email\n")
+	for i := range 30 {
+		fmt.Fprintf(&b, "user%d@acme.test\n", i)
+	}
+	b.WriteString("alice@acme.test\n")
+	rows, _ := h.run(b.String())
+	checkEveryRowOnce(t, rows, 31)
+	for _, r := range rows {
+		want := "undeliverable"
+		if r["email"] == "alice@acme.test" {
+			want = "deliverable"
+		}
+		if r["status"] != want {
+			t.Errorf("%s: %s/%s %s, want %s", r["email"], r["status"], r["reason"], r["smtp_code"], want)
+		}
+	}
+	if got := h.sim.Connections("mx1.acme.test"); got != 1 {
+		t.Errorf("connections = %d, want 1", got)
+	}
+}
+
+func TestDuplicatesProbedOnce(t *testing.T) {
+	h := newHarness(t, world())
+	rows, sum := h.run("email\nalice@acme.test\nALICE@acme.TEST\nalice@acme.test\nbob@acme.test\nalice@acme.test.\n")
+	checkEveryRowOnce(t, rows, 5)
+	// alice@acme.test, alice@acme.test. and alice@acme.TEST are one address;
+	// ALICE@ differs in its local part, which RFC 5321 lets the server tell apart.
+	if got := h.sim.Commands("mx1.acme.test", "RCPT"); got != 3 {
+		t.Errorf("RCPT = %d, want 3 (duplicates asked once)", got)
+	}
+	if sum.Addresses != 3 {
+		t.Errorf("summary addresses = %d, want 3", sum.Addresses)
+	}
+	for _, r := range rows {
+		if r["status"] != "deliverable" {
+			t.Errorf("row %s %s: %s", r["row"], r["email"], r["status"])
+		}
+	}
+}
+
+func TestCancelledRunStops(t *testing.T) {
+	w := world()
+	w.Hosts[0].RcptDelay = 10 * time.Second
+	h := newHarness(t, w)
+	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := input.NewReader(strings.NewReader("email\nalice@acme.test\nann@one.test\n"), input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sink, err := output.NewCSV(&out, src.Header())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cfg.OnResult = func(r output.Result) { cancel() } // stop once the fast domain is written
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, h.cfg, res, src, sink)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("cancelled run returned no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelled run did not return while a server stalled")
+	}
+	if !strings.Contains(out.String(), "ann@one.test") {
+		t.Errorf("the result decided before cancelling was not written:\n%s", out.String())
+	}
+}

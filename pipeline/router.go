@@ -1,0 +1,272 @@
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/bulkverify/bulkverify/probe"
+)
+
+// router holds one queue of addresses per MX host and decides when a host
+// gets another connection. Domains are routed by host name, so every domain
+// whose MX is the same host shares that host's queue and connections.
+//
+// Invariant: a host with waiting addresses that is not down has at least one
+// worker; workers re-check their queue when they leave.
+type router struct {
+	cfg   *Config
+	spawn func(*hostQueue)
+	fail  func(t *target, status, reason string, reply *probe.Reply, mxHost string)
+
+	mu          sync.Mutex
+	hosts       map[string]*hostQueue
+	changed     chan struct{} // closed and replaced on every change a waiting worker may care about
+	producing   bool          // addresses may still arrive
+	slotWaiters int           // workers waiting for a global connection slot
+	outstanding int           // targets not finished, plus one while producing
+	allDone     chan struct{}
+}
+
+// hostQueue is the work and state of one MX host.
+type hostQueue struct {
+	name        string
+	pending     []*target
+	workers     int // live workers, including those still waiting for a slot or connecting
+	established int // workers holding an open session
+	everUsed    bool
+	down        *hostFailure // set when the host cannot be used for the rest of the run
+}
+
+// hostFailure says why a host could not be used, as it will be reported for
+// addresses that have no other MX left.
+type hostFailure struct {
+	status, reason string
+	reply          *probe.Reply
+}
+
+func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, string, string, *probe.Reply, string)) *router {
+	return &router{
+		cfg:     cfg,
+		spawn:   spawn,
+		fail:    fail,
+		hosts:   map[string]*hostQueue{},
+		changed: make(chan struct{}),
+		allDone: make(chan struct{}),
+	}
+}
+
+func (r *router) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// produce announces n targets that will each be finished exactly once.
+func (r *router) produce(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.producing = true
+	r.outstanding += n + 1 // +1 is released by producerDone
+}
+
+// producerDone says no more addresses will be added.
+func (r *router) producerDone() {
+	r.mu.Lock()
+	r.producing = false
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.done()
+}
+
+// done records one finished target.
+func (r *router) done() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.outstanding--
+	if r.outstanding == 0 {
+		close(r.allDone)
+	}
+}
+
+// add routes targets to the host each one's mxIdx points at.
+func (r *router) add(targets []*target) {
+	var failed []failedTarget
+	r.mu.Lock()
+	for _, t := range targets {
+		failed = r.routeLocked(t, failed)
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.reportFailed(failed)
+}
+
+type failedTarget struct {
+	t    *target
+	f    *hostFailure
+	host string
+}
+
+// routeLocked queues t at its current MX host, skipping hosts already known
+// to be down. Targets with no usable host left are returned in failed, to be
+// finished outside the lock.
+func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
+	for {
+		name := t.mail.Hosts[t.mxIdx].Host
+		h := r.hosts[name]
+		if h == nil {
+			h = &hostQueue{name: name}
+			r.hosts[name] = h
+		}
+		if h.down == nil {
+			h.pending = append(h.pending, t)
+			if h.workers == 0 || (h.workers < r.cfg.MaxConnectionsPerHost &&
+				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog) {
+				h.workers++
+				r.spawn(h)
+			}
+			return failed
+		}
+		if t.mxIdx+1 >= len(t.mail.Hosts) {
+			return append(failed, failedTarget{t: t, f: h.down, host: name})
+		}
+		t.mxIdx++
+	}
+}
+
+func (r *router) reportFailed(failed []failedTarget) {
+	for _, ft := range failed {
+		r.fail(ft.t, ft.f.status, ft.f.reason, ft.f.reply, ft.host)
+	}
+}
+
+// take removes up to n addresses from h's queue.
+func (r *router) take(h *hostQueue, n int) []*target {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > len(h.pending) {
+		n = len(h.pending)
+	}
+	out := make([]*target, n)
+	copy(out, h.pending[:n])
+	h.pending = h.pending[n:]
+	if len(h.pending) == 0 {
+		h.pending = nil // let the backing array go
+	}
+	return out
+}
+
+// requeue puts targets whose question was not answered back in h's queue.
+func (r *router) requeue(h *hostQueue, targets []*target) {
+	if len(targets) == 0 {
+		return
+	}
+	r.mu.Lock()
+	h.pending = append(targets, h.pending...)
+	r.notifyLocked()
+	r.mu.Unlock()
+}
+
+// waitForWork blocks until h has waiting addresses (true) or the worker
+// should let its connection go (false): nothing more can arrive, another
+// host is waiting for a connection slot, the idle time is over, or ctx ends.
+func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Duration) bool {
+	var timeout <-chan time.Time
+	for {
+		r.mu.Lock()
+		if len(h.pending) > 0 {
+			r.mu.Unlock()
+			return true
+		}
+		if !r.producing || r.slotWaiters > 0 || idle <= 0 {
+			r.mu.Unlock()
+			return false
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		if timeout == nil {
+			timer := time.NewTimer(idle)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// hasPending reports whether h has waiting addresses.
+func (r *router) hasPending(h *hostQueue) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(h.pending) > 0
+}
+
+func (r *router) waitingForSlot(delta int) {
+	r.mu.Lock()
+	r.slotWaiters += delta
+	r.notifyLocked()
+	r.mu.Unlock()
+}
+
+func (r *router) sessionUp(h *hostQueue, delta int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.established += delta
+	if delta > 0 {
+		h.everUsed = true
+	}
+}
+
+// connectFailed handles a worker that could not open a session to h. While
+// another worker holds a session the host is fine and only this worker
+// leaves; otherwise the host is down for the rest of the run and its queue
+// moves to each address's next MX host.
+func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
+	var failed []failedTarget
+	r.mu.Lock()
+	if h.established == 0 && h.down == nil {
+		h.down = f
+		moved := h.pending
+		h.pending = nil
+		for _, t := range moved {
+			if t.mxIdx+1 >= len(t.mail.Hosts) {
+				failed = append(failed, failedTarget{t: t, f: f, host: h.name})
+				continue
+			}
+			t.mxIdx++
+			failed = r.routeLocked(t, failed)
+		}
+		r.notifyLocked()
+	}
+	r.mu.Unlock()
+	r.reportFailed(failed)
+}
+
+// workerDone keeps the invariant: if h still has work and this was its last
+// worker, start another (unless the host is down or ctx is over).
+func (r *router) workerDone(ctx context.Context, h *hostQueue) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.workers--
+	if h.workers == 0 && len(h.pending) > 0 && h.down == nil && ctx.Err() == nil {
+		h.workers++
+		r.spawn(h)
+	}
+}
+
+// hostsUsed counts hosts that had at least one session.
+func (r *router) hostsUsed() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, h := range r.hosts {
+		if h.everUsed {
+			n++
+		}
+	}
+	return n
+}

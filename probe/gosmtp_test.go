@@ -1,0 +1,169 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// mailbox is a go-smtp backend that knows a fixed set of recipients and
+// records what the client did.
+type mailbox struct {
+	known map[string]bool
+
+	mu      sync.Mutex
+	mails   []string // every MAIL FROM, in order
+	rcpts   int
+	resets  int
+	dataHit atomic.Int32
+}
+
+func (m *mailbox) NewSession(*smtp.Conn) (smtp.Session, error) { return &mailboxSession{m}, nil }
+
+type mailboxSession struct{ m *mailbox }
+
+func (s *mailboxSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.m.mails = append(s.m.mails, from)
+	return nil
+}
+
+func (s *mailboxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.m.mu.Lock()
+	s.m.rcpts++
+	s.m.mu.Unlock()
+	if s.m.known[to] {
+		return nil
+	}
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user " + to}
+}
+
+func (s *mailboxSession) Data(r io.Reader) error {
+	s.m.dataHit.Add(1)
+	_, _ = io.Copy(io.Discard, r)
+	return nil
+}
+
+func (s *mailboxSession) Reset() {
+	s.m.mu.Lock()
+	s.m.resets++
+	s.m.mu.Unlock()
+}
+
+func (s *mailboxSession) Logout() error { return nil }
+
+func startGoSMTP(t *testing.T, be *mailbox) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(be)
+	srv.Domain = "mx.test"
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return l.Addr().String()
+}
+
+func TestAgainstGoSMTP(t *testing.T) {
+	const n = 100
+	be := &mailbox{known: map[string]bool{}}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("user%d@example.test", i)
+		if i%3 == 0 {
+			be.known[addrs[i]] = true
+		}
+	}
+	addr := startGoSMTP(t, be)
+	ctx := context.Background()
+
+	s := dial(t, addr, testConfig())
+	if !s.Supports("PIPELINING") {
+		t.Fatalf("Extensions = %v, want PIPELINING", s.Extensions())
+	}
+	if r, err := s.Mail(ctx, false); err != nil || !r.Positive() {
+		t.Fatalf("Mail = %v, %v", r, err)
+	}
+
+	r, err := s.Rcpt(ctx, addrs[0])
+	if err != nil || r.Code != 250 {
+		t.Fatalf("Rcpt(known) = %v, %v", r, err)
+	}
+	r, err = s.Rcpt(ctx, addrs[1])
+	if err != nil || r.Code != 550 || r.Enhanced != "5.1.1" || r.Text() != "no such user "+addrs[1] {
+		t.Fatalf("Rcpt(unknown) = %#v, %v", r, err)
+	}
+
+	before := s.RoundTrips()
+	replies, err := s.RcptBatch(ctx, addrs)
+	if err != nil {
+		t.Fatalf("RcptBatch: %v", err)
+	}
+	if len(replies) != n {
+		t.Fatalf("%d replies, want %d", len(replies), n)
+	}
+	for i, r := range replies {
+		if be.known[addrs[i]] {
+			if r.Code != 250 {
+				t.Errorf("%s: %v, want 250", addrs[i], r)
+			}
+		} else if r.Code != 550 || r.Enhanced != "5.1.1" || r.Text() != "no such user "+addrs[i] {
+			t.Errorf("%s: %v, want 550 5.1.1", addrs[i], r)
+		}
+	}
+	if d := s.RoundTrips() - before; d != 1 {
+		t.Errorf("pipelined batch took %d round trips", d)
+	}
+
+	if r, err := s.Reset(ctx); err != nil || r.Code != 250 {
+		t.Fatalf("Reset = %v, %v", r, err)
+	}
+	if r, err := s.Mail(ctx, false); err != nil || !r.Positive() {
+		t.Fatalf("Mail after Reset = %v, %v", r, err)
+	}
+	if r, err := s.Rcpt(ctx, addrs[3]); err != nil || r.Code != 250 {
+		t.Fatalf("Rcpt after Reset = %v, %v", r, err)
+	}
+	if err := s.Quit(ctx); err != nil {
+		t.Fatalf("Quit: %v", err)
+	}
+	if !s.Closed() {
+		t.Error("not closed after Quit")
+	}
+	if _, err := s.Rcpt(ctx, addrs[0]); !errors.Is(err, ErrClosed) {
+		t.Errorf("Rcpt after Quit: %v, want ErrClosed", err)
+	}
+
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if len(be.mails) != 2 || be.mails[0] != "" || be.mails[1] != "" {
+		t.Errorf("server saw MAIL FROM %q, want two null senders", be.mails)
+	}
+	if be.rcpts != n+3 {
+		t.Errorf("server saw %d RCPT, want %d", be.rcpts, n+3)
+	}
+	if be.resets < 1 {
+		t.Error("server never saw RSET")
+	}
+	if be.dataHit.Load() != 0 {
+		t.Error("backend Data was called")
+	}
+}

@@ -1,0 +1,476 @@
+package probe
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Config holds the settings of one session. The zero value of every field but
+// HeloName is usable.
+type Config struct {
+	HeloName        string        // name sent in EHLO/HELO; required
+	MailFrom        string        // envelope sender; "" means the null sender <>
+	ConnectTimeout  time.Duration // default 10s
+	GreetingTimeout time.Duration // wait for the 220 banner, default 30s
+	CommandTimeout  time.Duration // per command: write + reading its reply, default 30s
+	MaxLineLength   int           // bytes per reply line incl. CRLF, default 4096
+	MaxReplyLines   int           // lines per reply, default 128
+	// Transcript, if non-nil, receives every line sent ("C: ...") and
+	// received ("S: ..."), one per line, raw. Write errors are ignored. A
+	// writer shared between sessions must be safe for concurrent use.
+	Transcript io.Writer
+	// Dial opens the connection; nil means (&net.Dialer{}).DialContext.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+const (
+	defaultConnectTimeout  = 10 * time.Second
+	defaultGreetingTimeout = 30 * time.Second
+	defaultCommandTimeout  = 30 * time.Second
+	defaultMaxLineLength   = 4096
+	defaultMaxReplyLines   = 128
+)
+
+func (c Config) withDefaults() Config {
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = defaultConnectTimeout
+	}
+	if c.GreetingTimeout <= 0 {
+		c.GreetingTimeout = defaultGreetingTimeout
+	}
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = defaultCommandTimeout
+	}
+	if c.MaxLineLength <= 0 {
+		c.MaxLineLength = defaultMaxLineLength
+	}
+	if c.MaxReplyLines <= 0 {
+		c.MaxReplyLines = defaultMaxReplyLines
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	return c
+}
+
+// ReplyError reports that the server answered a session-setup command
+// (banner, EHLO/HELO, MAIL) negatively.
+type ReplyError struct {
+	Command string // "banner", "EHLO", "HELO", "MAIL"
+	Reply   Reply
+}
+
+func (e *ReplyError) Error() string {
+	return fmt.Sprintf("probe: %s rejected: %s", e.Command, e.Reply)
+}
+
+// ErrClosed is returned by calls on a session that can no longer be used: the
+// server sent 421, an earlier I/O or protocol error occurred, or the session
+// was quit or closed.
+var ErrClosed = errors.New("probe: session closed")
+
+// Session is one SMTP connection to a mail exchanger. Its methods must not be
+// called concurrently, except Close, Closed and RoundTrips, which may be called
+// from any goroutine (Close interrupts a blocked call).
+type Session struct {
+	cfg    Config
+	conn   net.Conn
+	br     *bufio.Reader
+	remote string
+	banner Reply
+	ext    map[string]string
+
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	roundTrips atomic.Int64
+}
+
+// Dial connects to addr ("ip:port"), reads the 220 banner and greets with
+// EHLO, falling back to HELO when EHLO gets a 5xx reply. A negative banner or
+// greeting reply is a *ReplyError (QUIT is still sent unless the reply was
+// 421). The session is returned only when it is ready for Mail.
+func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
+	if cfg.HeloName == "" {
+		return nil, errors.New("probe: Config.HeloName is required")
+	}
+	if err := checkArg("HELO name", cfg.HeloName, true); err != nil {
+		return nil, err
+	}
+	if err := checkArg("MAIL FROM address", cfg.MailFrom, false); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	conn, err := cfg.Dial(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("probe: connect %s: %w", addr, err)
+	}
+	s := &Session{
+		cfg:    cfg,
+		conn:   conn,
+		br:     bufio.NewReader(conn),
+		remote: conn.RemoteAddr().String(),
+		ext:    map[string]string{},
+	}
+
+	banner, err := s.exchange(ctx, "", "banner", cfg.GreetingTimeout)
+	if err != nil {
+		return nil, err
+	}
+	s.banner = banner
+	if banner.Code != 220 {
+		return nil, s.refuse(ctx, "banner", banner)
+	}
+
+	r, err := s.exchange(ctx, "EHLO "+cfg.HeloName, "EHLO", cfg.CommandTimeout)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Positive():
+		s.ext = parseExtensions(r)
+		return s, nil
+	case !r.Permanent():
+		return nil, s.refuse(ctx, "EHLO", r)
+	}
+	r, err = s.exchange(ctx, "HELO "+cfg.HeloName, "HELO", cfg.CommandTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if !r.Positive() {
+		return nil, s.refuse(ctx, "HELO", r)
+	}
+	return s, nil
+}
+
+// refuse ends a session whose setup was rejected. RFC 5321 §3.1 asks the
+// client to QUIT even after a negative banner, unless the server already said
+// it is closing (421).
+func (s *Session) refuse(ctx context.Context, cmd string, r Reply) error {
+	if !s.closed.Load() {
+		_ = s.Quit(ctx)
+	}
+	s.Close()
+	return &ReplyError{Command: cmd, Reply: r}
+}
+
+func parseExtensions(r Reply) map[string]string {
+	ext := make(map[string]string, len(r.Lines))
+	// The first line is the server's greeting, not a keyword.
+	for _, l := range r.Lines[1:] {
+		kw, params, _ := strings.Cut(strings.TrimSpace(l), " ")
+		if kw == "" {
+			continue
+		}
+		ext[strings.ToUpper(kw)] = strings.TrimSpace(params)
+	}
+	return ext
+}
+
+// Banner returns the server's greeting reply.
+func (s *Session) Banner() Reply { return s.banner }
+
+// Extensions returns a copy of the EHLO keywords (upper-case) and their
+// parameters; it is empty when the session fell back to HELO.
+func (s *Session) Extensions() map[string]string { return maps.Clone(s.ext) }
+
+// Supports reports whether the server advertised the EHLO keyword ext,
+// compared case-insensitively.
+func (s *Session) Supports(ext string) bool {
+	_, ok := s.ext[strings.ToUpper(ext)]
+	return ok
+}
+
+// RemoteAddr returns the address of the server as connected.
+func (s *Session) RemoteAddr() string { return s.remote }
+
+// Closed reports whether the session can no longer be used.
+func (s *Session) Closed() bool { return s.closed.Load() }
+
+// RoundTrips returns how often the client has waited for the server: once for
+// the banner, once per lock-step command and once per pipelined batch.
+func (s *Session) RoundTrips() int { return int(s.roundTrips.Load()) }
+
+// Mail sends MAIL FROM:<cfg.MailFrom>, with " SMTPUTF8" appended when
+// smtputf8 is true. A negative reply is returned, not treated as an error;
+// err reports I/O and protocol failures only.
+func (s *Session) Mail(ctx context.Context, smtputf8 bool) (Reply, error) {
+	line := "MAIL FROM:<" + s.cfg.MailFrom + ">"
+	if smtputf8 {
+		line += " SMTPUTF8"
+	}
+	return s.command(ctx, line, "MAIL")
+}
+
+// Rcpt sends RCPT TO:<address>. The address must not contain control
+// characters or angle brackets; such an address is refused before anything
+// is sent and the session stays usable.
+func (s *Session) Rcpt(ctx context.Context, address string) (Reply, error) {
+	if err := checkArg("recipient address", address, false); err != nil {
+		return Reply{}, err
+	}
+	return s.command(ctx, "RCPT TO:<"+address+">", "RCPT")
+}
+
+// Reset sends RSET.
+func (s *Session) Reset(ctx context.Context) (Reply, error) {
+	return s.command(ctx, "RSET", "RSET")
+}
+
+// RcptBatch sends RCPT TO for each address. When the server advertised
+// PIPELINING (RFC 2920) all commands go out in one write and the replies are
+// read in order afterwards; otherwise the commands are sent in lock-step.
+//
+// On error the replies read so far are returned (fewer than addresses), so the
+// caller knows exactly which addresses were answered. A 421 reply is included
+// in the replies; if addresses remain unanswered after it, the error wraps
+// ErrClosed. Invalid addresses are refused before anything is sent.
+func (s *Session) RcptBatch(ctx context.Context, addresses []string) ([]Reply, error) {
+	lines := make([]string, len(addresses))
+	for i, a := range addresses {
+		if err := checkArg("recipient address", a, false); err != nil {
+			return nil, fmt.Errorf("%w (batch index %d)", err, i)
+		}
+		lines[i] = "RCPT TO:<" + a + ">"
+	}
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if !s.Supports("PIPELINING") {
+		replies := make([]Reply, 0, len(lines))
+		for _, l := range lines {
+			r, err := s.command(ctx, l, "RCPT")
+			if err != nil {
+				return replies, err
+			}
+			replies = append(replies, r)
+			if r.Code == 421 && len(replies) < len(lines) {
+				return replies, closedAfter(len(replies), len(lines))
+			}
+		}
+		return replies, nil
+	}
+	return s.pipeline(ctx, lines)
+}
+
+func closedAfter(n, total int) error {
+	return fmt.Errorf("probe: server sent 421 after %d of %d recipients: %w", n, total, ErrClosed)
+}
+
+// pipeline writes all lines at once and reads one reply per line. The write
+// runs in its own goroutine so that a large batch cannot deadlock with a
+// server that blocks writing replies we have not read yet.
+func (s *Session) pipeline(ctx context.Context, lines []string) ([]Reply, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("probe: RCPT: %w", err)
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		s.trace("C: ", l)
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	disarm := s.arm(ctx, s.cfg.CommandTimeout)
+	defer disarm()
+
+	werr := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(s.conn, b.String())
+		werr <- err
+	}()
+	s.roundTrips.Add(1)
+
+	replies := make([]Reply, 0, len(lines))
+	var err error
+	for range lines {
+		// Each reply extends the deadlines, so a slow but progressing
+		// server is bounded per reply rather than per batch.
+		if err = s.extend(ctx, s.cfg.CommandTimeout); err != nil {
+			break
+		}
+		var r Reply
+		r, err = readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+		if err != nil {
+			break
+		}
+		replies = append(replies, r)
+		if r.Code == 421 {
+			s.shutdown()
+			if len(replies) < len(lines) {
+				err = closedAfter(len(replies), len(lines))
+			}
+			<-werr
+			return replies, err
+		}
+	}
+	if err != nil {
+		err = s.fail(ctx, "RCPT", err)
+		<-werr // fail closed the conn, so the writer cannot stay blocked
+		return replies, err
+	}
+	if e := <-werr; e != nil {
+		// Every reply arrived, so the server read all commands; a write
+		// error now still means the connection is unreliable.
+		return replies, s.fail(ctx, "RCPT", e)
+	}
+	return replies, nil
+}
+
+// Quit sends QUIT, reads the reply best-effort and closes the connection. It
+// returns ErrClosed if the session was already closed and otherwise only
+// reports a failure to send QUIT.
+func (s *Session) Quit(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	defer s.shutdown()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("probe: QUIT: %w", err)
+	}
+	disarm := s.arm(ctx, s.cfg.CommandTimeout)
+	defer disarm()
+	s.trace("C: ", "QUIT")
+	if _, err := io.WriteString(s.conn, "QUIT\r\n"); err != nil {
+		return s.wrap(ctx, "QUIT", err)
+	}
+	s.roundTrips.Add(1)
+	_, _ = readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+	return nil
+}
+
+// Close closes the connection without QUIT. It is safe to call more than once
+// and from another goroutine.
+func (s *Session) Close() error {
+	s.closed.Store(true)
+	var err error
+	s.closeOnce.Do(func() { err = s.conn.Close() })
+	return err
+}
+
+// command sends one line and reads its reply in lock-step.
+func (s *Session) command(ctx context.Context, line, name string) (Reply, error) {
+	if s.closed.Load() {
+		return Reply{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		// Nothing was sent, so the session is still in a known state.
+		return Reply{}, fmt.Errorf("probe: %s: %w", name, err)
+	}
+	return s.exchange(ctx, line, name, s.cfg.CommandTimeout)
+}
+
+// exchange writes line (unless it is empty, as for the banner) and reads one
+// reply, all under one deadline. Errors close the session; so does a 421,
+// after which the reply is still returned.
+func (s *Session) exchange(ctx context.Context, line, name string, timeout time.Duration) (Reply, error) {
+	disarm := s.arm(ctx, timeout)
+	defer disarm()
+	if line != "" {
+		s.trace("C: ", line)
+		if _, err := io.WriteString(s.conn, line+"\r\n"); err != nil {
+			return Reply{}, s.fail(ctx, name, err)
+		}
+	}
+	s.roundTrips.Add(1)
+	r, err := readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+	if err != nil {
+		return Reply{}, s.fail(ctx, name, err)
+	}
+	if r.Code == 421 {
+		s.shutdown()
+	}
+	return r, nil
+}
+
+// arm sets the connection deadline to min(now+timeout, ctx deadline) and
+// makes cancellation of ctx interrupt blocked I/O. The returned func must be
+// called when the operation is over; it waits for a concurrently running
+// interrupt so that it cannot hit the next operation.
+func (s *Session) arm(ctx context.Context, timeout time.Duration) (disarm func()) {
+	_ = s.conn.SetDeadline(deadline(ctx, timeout))
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		// Any instant in the past wakes blocked I/O at once.
+		_ = s.conn.SetDeadline(time.Unix(1, 0))
+		close(done)
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
+}
+
+// extend pushes the deadline out again while an armed operation makes
+// progress. Checking ctx after setting the deadline closes the window in which
+// it could overwrite the past deadline set by a cancellation.
+func (s *Session) extend(ctx context.Context, timeout time.Duration) error {
+	_ = s.conn.SetDeadline(deadline(ctx, timeout))
+	return ctx.Err()
+}
+
+func deadline(ctx context.Context, timeout time.Duration) time.Time {
+	d := time.Now().Add(timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		return cd
+	}
+	return d
+}
+
+// fail closes the session after an I/O or protocol error and wraps err.
+func (s *Session) fail(ctx context.Context, name string, err error) error {
+	s.shutdown()
+	return s.wrap(ctx, name, err)
+}
+
+// wrap adds the command name and, when the failure came from ctx (the conn
+// deadline fires as a side effect of cancellation), the ctx error too, so
+// errors.Is works for both context.Canceled and os.ErrDeadlineExceeded.
+func (s *Session) wrap(ctx context.Context, name string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("probe: %s: %w: %w", name, cerr, err)
+	}
+	return fmt.Errorf("probe: %s: %w", name, err)
+}
+
+func (s *Session) shutdown() { _ = s.Close() }
+
+func (s *Session) trace(prefix, line string) {
+	if s.cfg.Transcript != nil {
+		_, _ = io.WriteString(s.cfg.Transcript, prefix+line+"\n")
+	}
+}
+
+func (s *Session) traceLine(line []byte) { s.trace("S: ", string(line)) }
+
+// checkArg refuses anything that could end or extend the command line it is
+// put into: control characters (CR and LF above all) and invalid UTF-8, and
+// angle brackets, which would let an address close the path and add ESMTP
+// parameters. A HELO name additionally must not contain spaces or be empty.
+func checkArg(what, v string, helo bool) error {
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("probe: %s %q is not valid UTF-8", what, v)
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) || r == '<' || r == '>' || (helo && r == ' ') {
+			return fmt.Errorf("probe: %s %q contains forbidden character %q", what, v, r)
+		}
+	}
+	return nil
+}
