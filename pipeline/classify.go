@@ -31,11 +31,11 @@ const (
 	ReasonCanceled         = "canceled"
 )
 
-// classify maps one RCPT reply to a status and reason. The rule is to claim
+// Classify maps one RCPT reply to a status and reason. The rule is to claim
 // "undeliverable" only when the server said the mailbox does not exist; a
 // refusal that is about us (policy, reputation, rate) says nothing about the
 // mailbox and is reported as unknown.
-func classify(r probe.Reply) (status, reason string) {
+func Classify(r probe.Reply) (status, reason string) {
 	enh := r.Enhanced
 	switch {
 	case r.Code == 250 || r.Code == 251:

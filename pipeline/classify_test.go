@@ -36,7 +36,7 @@ func TestClassify(t *testing.T) {
 		{500, "", "syntax error", "unknown", "rejected"},
 	}
 	for _, tt := range tests {
-		status, reason := classify(probe.Reply{Code: tt.code, Enhanced: tt.enhanced, Lines: []string{tt.text}})
+		status, reason := Classify(probe.Reply{Code: tt.code, Enhanced: tt.enhanced, Lines: []string{tt.text}})
 		if status != tt.status || reason != tt.reason {
 			t.Errorf("%d %s %q -> %s/%s, want %s/%s", tt.code, tt.enhanced, tt.text, status, reason, tt.status, tt.reason)
 		}

@@ -264,7 +264,7 @@ func (r *run) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply)
 	var again []*target
 	for _, t := range batch {
 		if t.tries >= r.cfg.MaxAttempts {
-			status, reason := classify(reply)
+			status, reason := Classify(reply)
 			r.finish(t, status, reason, &reply, h.name)
 			continue
 		}
@@ -274,7 +274,7 @@ func (r *run) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply)
 }
 
 func (r *run) finishReply(t *target, reply probe.Reply, host string) {
-	status, reason := classify(reply)
+	status, reason := Classify(reply)
 	r.finish(t, status, reason, &reply, host)
 }
 

@@ -16,81 +16,34 @@ import (
 
 	"github.com/bulkverify/bulkverify/configs"
 	"github.com/bulkverify/bulkverify/input"
-	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
-	"github.com/bulkverify/bulkverify/probe"
-	"github.com/bulkverify/bulkverify/resolve"
 )
 
-// verifyFlags are the flags of "bulkverify verify". Flags that the user set
-// override the config file; the rest leave it alone.
+// verifyFlags are the flags of "bulkverify verify" beyond the shared ones.
 type verifyFlags struct {
-	output, format, configPath, progress string
-	sandbox                              bool
-
-	cfg configs.Config // config file values, overridden by set flags
+	output, format, progress string
+	shared                   *sharedFlags
 }
 
-func newVerifyFlagSet(stderr io.Writer) (*flag.FlagSet, *verifyFlags, *configs.Config) {
+func newVerifyFlagSet(stderr io.Writer) (*flag.FlagSet, *verifyFlags) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	vf := &verifyFlags{}
-	// Flag values land in over; only the ones the user set are copied into
-	// the loaded config afterwards.
-	over := configs.Default()
 	fs.StringVar(&vf.output, "o", "-", "output file (`FILE`, \"-\" = stdout)")
 	fs.StringVar(&vf.output, "output", "-", "same as -o")
 	fs.StringVar(&vf.format, "format", "csv", "output format: csv or jsonl")
-	fs.StringVar(&vf.configPath, "config", os.Getenv("BULKVERIFY_CONFIG"), "config `FILE` (default $BULKVERIFY_CONFIG; see \"bulkverify config\")")
 	fs.StringVar(&vf.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on, off")
-	fs.BoolVar(&vf.sandbox, "sandbox", false, "verify against the built-in simulated mail world (no internet needed)")
-	fs.StringVar(&over.Input.Column, "column", over.Input.Column, "name of the address `column` (default: detect)")
-	fs.StringVar(&over.DNS.Resolver, "resolver", over.DNS.Resolver, "DNS resolver `host:port` (default: /etc/resolv.conf)")
-	fs.StringVar(&over.SMTP.HeloName, "helo", over.SMTP.HeloName, "`name` sent in EHLO/HELO (default: host name)")
-	fs.StringVar(&over.SMTP.MailFrom, "mail-from", over.SMTP.MailFrom, "envelope sender `address` for MAIL FROM (default: null sender <>)")
-	fs.IntVar(&over.SMTP.Port, "port", over.SMTP.Port, "SMTP `port` of the mail exchangers")
-	fs.DurationVar(&over.SMTP.ConnectTimeout, "connect-timeout", over.SMTP.ConnectTimeout, "TCP connect timeout")
-	fs.DurationVar(&over.SMTP.CommandTimeout, "timeout", over.SMTP.CommandTimeout, "time allowed for each SMTP reply")
-	fs.IntVar(&over.Limits.MaxConnections, "max-connections", over.Limits.MaxConnections, "simultaneous SMTP connections in total")
-	fs.IntVar(&over.Limits.MaxConnectionsPerMX, "max-per-mx", over.Limits.MaxConnectionsPerMX, "simultaneous SMTP connections per MX host")
-	fs.IntVar(&over.Limits.RcptPerTransaction, "rcpt-per-transaction", over.Limits.RcptPerTransaction, "RCPT TO per transaction before RSET")
-	fs.IntVar(&over.Limits.RcptPerConnection, "rcpt-per-connection", over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
+	vf.shared = addSharedFlags(fs)
+	fs.IntVar(&vf.shared.over.Limits.MaxConnections, "max-connections", vf.shared.over.Limits.MaxConnections, "simultaneous SMTP connections in total")
+	fs.IntVar(&vf.shared.over.Limits.MaxConnectionsPerMX, "max-per-mx", vf.shared.over.Limits.MaxConnectionsPerMX, "simultaneous SMTP connections per MX host")
+	fs.IntVar(&vf.shared.over.Limits.RcptPerTransaction, "rcpt-per-transaction", vf.shared.over.Limits.RcptPerTransaction, "RCPT TO per transaction before RSET")
+	fs.IntVar(&vf.shared.over.Limits.RcptPerConnection, "rcpt-per-connection", vf.shared.over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bulkverify verify [flags] INPUT.csv\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	return fs, vf, &over
-}
-
-// overlay copies the flags the user set from over into cfg.
-func overlay(fs *flag.FlagSet, over, cfg *configs.Config) {
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "column":
-			cfg.Input.Column = over.Input.Column
-		case "resolver":
-			cfg.DNS.Resolver = over.DNS.Resolver
-		case "helo":
-			cfg.SMTP.HeloName = over.SMTP.HeloName
-		case "mail-from":
-			cfg.SMTP.MailFrom = over.SMTP.MailFrom
-		case "port":
-			cfg.SMTP.Port = over.SMTP.Port
-		case "connect-timeout":
-			cfg.SMTP.ConnectTimeout = over.SMTP.ConnectTimeout
-		case "timeout":
-			cfg.SMTP.CommandTimeout = over.SMTP.CommandTimeout
-		case "max-connections":
-			cfg.Limits.MaxConnections = over.Limits.MaxConnections
-		case "max-per-mx":
-			cfg.Limits.MaxConnectionsPerMX = over.Limits.MaxConnectionsPerMX
-		case "rcpt-per-transaction":
-			cfg.Limits.RcptPerTransaction = over.Limits.RcptPerTransaction
-		case "rcpt-per-connection":
-			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
-		}
-	})
+	return fs, vf
 }
 
 // parseInterspersed lets flags come after the input file, as in
@@ -115,7 +68,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, vf, over := newVerifyFlagSet(stderr)
+	fs, vf := newVerifyFlagSet(stderr)
 	positional, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -128,50 +81,28 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fs.Usage()
 		return exitUsage
 	}
-	err = verify(ctx, vf, fs, over, positional[0], stdin, stdout, stderr)
+	err = verify(ctx, vf, fs, positional[0], stdin, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkverify: %v\n", err)
 	}
 	return exitCode(ctx, err)
 }
 
-func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, over *configs.Config, inPath string,
+func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, inPath string,
 	stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg := configs.Default()
-	if vf.configPath != "" {
-		var err error
-		if cfg, err = configs.Load(vf.configPath); err != nil {
-			return usageError{err}
-		}
-	}
-	overlay(fs, over, &cfg)
-	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+	cfg, err := vf.shared.config(fs)
+	if err != nil {
+		return err
 	}
 	if vf.format != "csv" && vf.format != "jsonl" {
 		return usageError{fmt.Errorf("unknown --format %q (want csv or jsonl)", vf.format)}
 	}
 
-	if vf.sandbox {
-		sim, err := mailsim.Start(ctx, mailsim.Example(), mailsim.Options{})
-		if err != nil {
-			return fmt.Errorf("starting the sandbox mail world: %w", err)
-		}
-		defer sim.Close()
-		cfg.DNS.Resolver = sim.DNSAddr()
-		cfg.SMTP.Port = sim.SMTPPort()
-		if cfg.SMTP.HeloName == "" {
-			cfg.SMTP.HeloName = "sandbox.bulkverify.test"
-		}
-		fmt.Fprintf(stderr, "sandbox: simulated mail world with DNS on %s and SMTP on port %d\n", sim.DNSAddr(), sim.SMTPPort())
+	stopSandbox, err := vf.shared.prepare(ctx, &cfg, stderr)
+	if err != nil {
+		return err
 	}
-	if cfg.SMTP.HeloName == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			return usageError{errors.New("cannot tell the host name for HELO; set smtp.helo_name or --helo")}
-		}
-		cfg.SMTP.HeloName = host
-	}
+	defer stopSandbox()
 
 	in, closeIn, err := openInput(inPath, stdin)
 	if err != nil {
@@ -183,13 +114,9 @@ func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, over *config
 		return usageError{fmt.Errorf("%s: %w", inPath, err)}
 	}
 
-	resolverCfg := resolve.Config{Timeout: cfg.DNS.Timeout, Attempts: cfg.DNS.Attempts, CacheSize: cfg.DNS.CacheSize}
-	if cfg.DNS.Resolver != "" {
-		resolverCfg.Servers = []string{cfg.DNS.Resolver}
-	}
-	res, err := resolve.New(resolverCfg)
+	res, err := newResolver(cfg)
 	if err != nil {
-		return fmt.Errorf("DNS resolver: %w", err)
+		return err
 	}
 
 	out, closeOut, err := openOutput(vf.output, stdout)
@@ -226,13 +153,7 @@ func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, over *config
 
 func pipelineConfig(cfg configs.Config) pipeline.Config {
 	return pipeline.Config{
-		Probe: probe.Config{
-			HeloName:        cfg.SMTP.HeloName,
-			MailFrom:        cfg.SMTP.MailFrom,
-			ConnectTimeout:  cfg.SMTP.ConnectTimeout,
-			GreetingTimeout: cfg.SMTP.GreetingTimeout,
-			CommandTimeout:  cfg.SMTP.CommandTimeout,
-		},
+		Probe:                 probeConfig(cfg),
 		SMTPPort:              cfg.SMTP.Port,
 		IdleTimeout:           cfg.SMTP.IdleTimeout,
 		MaxConnections:        cfg.Limits.MaxConnections,
