@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,16 +20,28 @@ import (
 type mailbox struct {
 	known map[string]bool
 
-	mu      sync.Mutex
-	mails   []string // every MAIL FROM, in order
-	rcpts   int
-	resets  int
-	dataHit atomic.Int32
+	mu        sync.Mutex
+	greetings []bool   // per EHLO/HELO: whether it came over TLS
+	mails     []string // every MAIL FROM, in order
+	rcpts     int
+	rcptTLS   int // RCPT commands that came over TLS
+	resets    int
+	dataHit   atomic.Int32
 }
 
-func (m *mailbox) NewSession(*smtp.Conn) (smtp.Session, error) { return &mailboxSession{m}, nil }
+// NewSession is called by go-smtp for every EHLO/HELO.
+func (m *mailbox) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	_, isTLS := c.TLSConnectionState()
+	m.mu.Lock()
+	m.greetings = append(m.greetings, isTLS)
+	m.mu.Unlock()
+	return &mailboxSession{m, c}, nil
+}
 
-type mailboxSession struct{ m *mailbox }
+type mailboxSession struct {
+	m *mailbox
+	c *smtp.Conn
+}
 
 func (s *mailboxSession) Mail(from string, _ *smtp.MailOptions) error {
 	s.m.mu.Lock()
@@ -38,8 +51,12 @@ func (s *mailboxSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *mailboxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	_, isTLS := s.c.TLSConnectionState()
 	s.m.mu.Lock()
 	s.m.rcpts++
+	if isTLS {
+		s.m.rcptTLS++
+	}
 	s.m.mu.Unlock()
 	if s.m.known[to] {
 		return nil
@@ -61,7 +78,9 @@ func (s *mailboxSession) Reset() {
 
 func (s *mailboxSession) Logout() error { return nil }
 
-func startGoSMTP(t *testing.T, be *mailbox) string {
+// startGoSMTP serves be on loopback; a non-nil tlsConf makes the server
+// advertise STARTTLS.
+func startGoSMTP(t *testing.T, be *mailbox, tlsConf *tls.Config) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,6 +88,7 @@ func startGoSMTP(t *testing.T, be *mailbox) string {
 	}
 	srv := smtp.NewServer(be)
 	srv.Domain = "mx.test"
+	srv.TLSConfig = tlsConf
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	done := make(chan struct{})
 	go func() {
@@ -92,7 +112,7 @@ func TestAgainstGoSMTP(t *testing.T) {
 			be.known[addrs[i]] = true
 		}
 	}
-	addr := startGoSMTP(t, be)
+	addr := startGoSMTP(t, be, nil)
 	ctx := context.Background()
 
 	s := dial(t, addr, testConfig())

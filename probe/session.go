@@ -3,6 +3,7 @@ package probe
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,11 +28,25 @@ type Config struct {
 	MaxLineLength   int           // bytes per reply line incl. CRLF, default 4096
 	MaxReplyLines   int           // lines per reply, default 128
 	// Transcript, if non-nil, receives every line sent ("C: ...") and
-	// received ("S: ..."), one per line, raw. Write errors are ignored. A
+	// received ("S: ..."), one per line, raw, and notes on TLS ("* ...").
+	// Write errors are ignored. A
 	// writer shared between sessions must be safe for concurrent use.
 	Transcript io.Writer
 	// Dial opens the connection; nil means (&net.Dialer{}).DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLS says whether to upgrade with STARTTLS (RFC 3207); the zero value
+	// is TLSOpportunistic.
+	TLS TLSMode
+	// TLSConfig is cloned for the handshake. nil means a config that does
+	// not verify the certificate: opportunistic SMTP TLS protects against
+	// passive eavesdropping only (RFC 7435), and MX certificates often do
+	// not match the host name.
+	TLSConfig *tls.Config
+	// TLSServerName, if not empty, is the name sent as SNI and checked
+	// against the certificate when verification is on (the MX host name);
+	// it overrides TLSConfig.ServerName.
+	TLSServerName string
 }
 
 const (
@@ -67,13 +82,19 @@ func (c Config) withDefaults() Config {
 // ReplyError reports that the server answered a session-setup command
 // (banner, EHLO/HELO, MAIL) negatively.
 type ReplyError struct {
-	Command string // "banner", "EHLO", "HELO", "MAIL"
+	Command string // "banner", "EHLO", "HELO", "STARTTLS", "MAIL"
 	Reply   Reply
 }
 
 func (e *ReplyError) Error() string {
 	return fmt.Sprintf("probe: %s rejected: %s", e.Command, e.Reply)
 }
+
+// ErrBadArgument is wrapped by the error for a command argument or Config
+// value refused before anything was sent: an address or HELO name with
+// control characters, angle brackets or invalid UTF-8, or a missing HELO name.
+// It tells a bad input apart from a failure of the connection.
+var ErrBadArgument = errors.New("probe: argument refused")
 
 // ErrClosed is returned by calls on a session that can no longer be used: the
 // server sent 421, an earlier I/O or protocol error occurred, or the session
@@ -85,11 +106,13 @@ var ErrClosed = errors.New("probe: session closed")
 // from any goroutine (Close interrupts a blocked call).
 type Session struct {
 	cfg    Config
-	conn   net.Conn
+	raw    net.Conn // the TCP connection: deadlines and Close act on it
+	conn   net.Conn // raw, or the TLS connection over it after STARTTLS
 	br     *bufio.Reader
 	remote string
 	banner Reply
 	ext    map[string]string
+	tls    *tls.ConnectionState // nil until a TLS handshake succeeded
 
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -97,21 +120,64 @@ type Session struct {
 }
 
 // Dial connects to addr ("ip:port"), reads the 220 banner and greets with
-// EHLO, falling back to HELO when EHLO gets a 5xx reply. A negative banner or
-// greeting reply is a *ReplyError (QUIT is still sent unless the reply was
-// 421). The session is returned only when it is ready for Mail.
+// EHLO, falling back to HELO when EHLO gets a 5xx reply. When the server
+// advertises STARTTLS and cfg.TLS is not TLSOff, it then upgrades the
+// connection to TLS and greets again (see TLSMode for what happens when that
+// fails). A negative banner or greeting reply is a *ReplyError (QUIT is still
+// sent unless the reply was 421); in TLSRequire mode a session that cannot be
+// secured is a *TLSError. The session is returned only when it is ready for
+// Mail.
 func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
-	if cfg.HeloName == "" {
-		return nil, errors.New("probe: Config.HeloName is required")
-	}
-	if err := checkArg("HELO name", cfg.HeloName, true); err != nil {
-		return nil, err
-	}
-	if err := checkArg("MAIL FROM address", cfg.MailFrom, false); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	s, err := open(ctx, addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLS == TLSOff {
+		return s, nil
+	}
+	err = s.startTLS(ctx)
+	var hf *handshakeError
+	if !errors.As(err, &hf) {
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	if cfg.TLS == TLSRequire {
+		return nil, &TLSError{Reason: "handshake failed", Err: hf.err}
+	}
+	if ctx.Err() != nil {
+		return nil, hf.err
+	}
+	// A server that offers STARTTLS but cannot complete it (old ciphers, a
+	// broken certificate chain, a middlebox) would otherwise be unreachable;
+	// opportunistic TLS prefers a plaintext session to none (RFC 7435).
+	s.trace("* ", "reconnecting without TLS")
+	return open(ctx, addr, cfg)
+}
 
+func (c Config) check() error {
+	if c.HeloName == "" {
+		return fmt.Errorf("%w: Config.HeloName is required", ErrBadArgument)
+	}
+	if err := checkArg("HELO name", c.HeloName, true); err != nil {
+		return err
+	}
+	if err := checkArg("MAIL FROM address", c.MailFrom, false); err != nil {
+		return err
+	}
+	if c.TLS < TLSOpportunistic || c.TLS > TLSOff {
+		return fmt.Errorf("%w: unknown %v", ErrBadArgument, c.TLS)
+	}
+	return nil
+}
+
+// open connects, reads the banner and greets, without STARTTLS.
+func open(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	conn, err := cfg.Dial(dctx, "tcp", addr)
 	cancel()
@@ -120,6 +186,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	}
 	s := &Session{
 		cfg:    cfg,
+		raw:    conn,
 		conn:   conn,
 		br:     bufio.NewReader(conn),
 		remote: conn.RemoteAddr().String(),
@@ -134,26 +201,35 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	if banner.Code != 220 {
 		return nil, s.refuse(ctx, "banner", banner)
 	}
-
-	r, err := s.exchange(ctx, "EHLO "+cfg.HeloName, "EHLO", cfg.CommandTimeout)
-	if err != nil {
+	if err := s.greet(ctx); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// greet sends EHLO, or HELO after a permanent EHLO refusal, and records the
+// extensions. On error the session is closed.
+func (s *Session) greet(ctx context.Context) error {
+	s.ext = map[string]string{}
+	r, err := s.exchange(ctx, "EHLO "+s.cfg.HeloName, "EHLO", s.cfg.CommandTimeout)
+	if err != nil {
+		return err
 	}
 	switch {
 	case r.Positive():
 		s.ext = parseExtensions(r)
-		return s, nil
+		return nil
 	case !r.Permanent():
-		return nil, s.refuse(ctx, "EHLO", r)
+		return s.refuse(ctx, "EHLO", r)
 	}
-	r, err = s.exchange(ctx, "HELO "+cfg.HeloName, "HELO", cfg.CommandTimeout)
+	r, err = s.exchange(ctx, "HELO "+s.cfg.HeloName, "HELO", s.cfg.CommandTimeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !r.Positive() {
-		return nil, s.refuse(ctx, "HELO", r)
+		return s.refuse(ctx, "HELO", r)
 	}
-	return s, nil
+	return nil
 }
 
 // refuse ends a session whose setup was rejected. RFC 5321 §3.1 asks the
@@ -351,15 +427,20 @@ func (s *Session) Quit(ctx context.Context) error {
 	}
 	s.roundTrips.Add(1)
 	_, _ = readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		// close_notify, so the server sees an orderly TLS shutdown. Close
+		// itself only drops the TCP connection, because it must never block.
+		_ = tc.CloseWrite()
+	}
 	return nil
 }
 
-// Close closes the connection without QUIT. It is safe to call more than once
-// and from another goroutine.
+// Close closes the connection without QUIT (and, on TLS, without
+// close_notify). It is safe to call more than once and from another goroutine.
 func (s *Session) Close() error {
 	s.closed.Store(true)
 	var err error
-	s.closeOnce.Do(func() { err = s.conn.Close() })
+	s.closeOnce.Do(func() { err = s.raw.Close() })
 	return err
 }
 
@@ -403,11 +484,11 @@ func (s *Session) exchange(ctx context.Context, line, name string, timeout time.
 // called when the operation is over; it waits for a concurrently running
 // interrupt so that it cannot hit the next operation.
 func (s *Session) arm(ctx context.Context, timeout time.Duration) (disarm func()) {
-	_ = s.conn.SetDeadline(deadline(ctx, timeout))
+	_ = s.raw.SetDeadline(deadline(ctx, timeout))
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		// Any instant in the past wakes blocked I/O at once.
-		_ = s.conn.SetDeadline(time.Unix(1, 0))
+		_ = s.raw.SetDeadline(time.Unix(1, 0))
 		close(done)
 	})
 	return func() {
@@ -421,7 +502,7 @@ func (s *Session) arm(ctx context.Context, timeout time.Duration) (disarm func()
 // progress. Checking ctx after setting the deadline closes the window in which
 // it could overwrite the past deadline set by a cancellation.
 func (s *Session) extend(ctx context.Context, timeout time.Duration) error {
-	_ = s.conn.SetDeadline(deadline(ctx, timeout))
+	_ = s.raw.SetDeadline(deadline(ctx, timeout))
 	return ctx.Err()
 }
 
@@ -465,11 +546,11 @@ func (s *Session) traceLine(line []byte) { s.trace("S: ", string(line)) }
 // parameters. A HELO name additionally must not contain spaces or be empty.
 func checkArg(what, v string, helo bool) error {
 	if !utf8.ValidString(v) {
-		return fmt.Errorf("probe: %s %q is not valid UTF-8", what, v)
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrBadArgument, what, v)
 	}
 	for _, r := range v {
 		if unicode.IsControl(r) || r == '<' || r == '>' || (helo && r == ' ') {
-			return fmt.Errorf("probe: %s %q contains forbidden character %q", what, v, r)
+			return fmt.Errorf("%w: %s %q contains forbidden character %q", ErrBadArgument, what, v, r)
 		}
 	}
 	return nil

@@ -646,12 +646,12 @@ func TestArgumentsCannotInjectCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range bad {
-		if r, err := s.Rcpt(ctx, a); err == nil {
-			t.Errorf("Rcpt(%q) = %v, want refusal", a, r)
+		if r, err := s.Rcpt(ctx, a); !errors.Is(err, ErrBadArgument) {
+			t.Errorf("Rcpt(%q) = %v, %v; want ErrBadArgument", a, r, err)
 		}
 		replies, err := s.RcptBatch(ctx, []string{"ok@b.test", a})
-		if err == nil || len(replies) != 0 {
-			t.Errorf("RcptBatch with %q = %v, %v; want refusal", a, replies, err)
+		if !errors.Is(err, ErrBadArgument) || len(replies) != 0 {
+			t.Errorf("RcptBatch with %q = %v, %v; want ErrBadArgument", a, replies, err)
 		}
 	}
 	// A cancelled ctx is refused before sending as well.
@@ -678,6 +678,7 @@ func TestDialRejectsConfig(t *testing.T) {
 		{"space in HELO name", Config{HeloName: "probe.test MAIL"}},
 		{"CRLF in MAIL FROM", Config{HeloName: "probe.test", MailFrom: "a@b\r\nDATA"}},
 		{"bracket in MAIL FROM", Config{HeloName: "probe.test", MailFrom: "a@b> SIZE=1"}},
+		{"unknown TLS mode", Config{HeloName: "probe.test", TLS: TLSMode(9)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -686,9 +687,13 @@ func TestDialRejectsConfig(t *testing.T) {
 				dialed = true
 				return nil, errors.New("must not dial")
 			}
-			if s, err := Dial(context.Background(), "127.0.0.1:1", tt.cfg); err == nil {
+			s, err := Dial(context.Background(), "127.0.0.1:1", tt.cfg)
+			if err == nil {
 				s.Close()
 				t.Fatal("Dial accepted the config")
+			}
+			if !errors.Is(err, ErrBadArgument) {
+				t.Errorf("err = %v, want ErrBadArgument", err)
 			}
 			if dialed {
 				t.Error("Dial connected before rejecting the config")

@@ -35,6 +35,7 @@ const usage = `bulkverify checks e-mail addresses in bulk by asking their mail e
 
 Usage:
   bulkverify verify [flags] INPUT.csv     verify the addresses of a CSV file ("-" = stdin)
+  bulkverify probe [flags] ADDRESS        ask about one address, optionally showing the SMTP dialogue
   bulkverify config                       print the documented default config file
   bulkverify help [command]
 
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "verify":
 		return runVerify(ctx, args[1:], stdin, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(stdout, stderr)
 	case "help", "-h", "--help", "-help":
