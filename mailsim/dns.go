@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -175,8 +176,13 @@ func (c *dnsCounter) add(name string, qtype uint16) {
 
 // dnsHandler answers from the zone. miekg/dns's default accept function has
 // already rejected messages that are not a QUERY with exactly one question.
-func dnsHandler(z *zone, c *dnsCounter) dns.HandlerFunc {
+// With rtt > 0 every answer is held until rtt after the query arrived; the
+// wait ends early, without an answer, when stop is closed. miekg/dns runs the
+// handler in its own goroutine per UDP query, so UDP queries wait in
+// parallel; on one TCP connection they are answered in turn.
+func dnsHandler(z *zone, c *dnsCounter, rtt time.Duration, stop <-chan struct{}) dns.HandlerFunc {
 	return func(w dns.ResponseWriter, req *dns.Msg) {
+		due := time.Now().Add(rtt)
 		resp := new(dns.Msg)
 		resp.SetReply(req)
 		if len(req.Question) != 1 {
@@ -226,6 +232,15 @@ func dnsHandler(z *zone, c *dnsCounter) dns.HandlerFunc {
 		resp.Compress = true
 		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 			resp.Truncate(size)
+		}
+		if d := time.Until(due); rtt > 0 && d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-stop:
+				return
+			}
 		}
 		_ = w.WriteMsg(resp)
 	}

@@ -3,18 +3,37 @@
 // `bulkverify verify --sandbox` run against instead of real DNS and real mail
 // exchangers.
 //
-// A World is declared as data (domains with their MX/A records and mailboxes,
-// and hosts with their behaviour); Start turns it into one authoritative DNS
-// server (UDP and TCP on one 127.0.0.1 port, built on github.com/miekg/dns) and
-// one SMTP server per host (github.com/emersion/go-smtp), each bound to its own
-// 127.0.0.x address on a port common to all hosts, so a client that resolves
-// an MX host to its A record and dials that address on Sim.SMTPPort reaches the
-// right simulated server.
+// A World is declared as data (domains with their MX/A records, mailboxes
+// and greylisting, and hosts with their behaviour); Start turns it into one
+// authoritative DNS server (UDP and TCP on one 127.0.0.1 port, built on
+// github.com/miekg/dns) and one SMTP server per host (github.com/emersion/go-smtp),
+// each bound to its own 127.0.0.x address on a port common to all hosts, so a
+// client that resolves an MX host to its A record and dials that address on
+// Sim.SMTPPort reaches the right simulated server.
 //
-// The Sim also counts what its clients did — DNS queries per name and type,
-// SMTP connections and commands per host, counted from the raw client byte
-// stream — so tests can prove properties such as "one connection carried many
-// RCPT commands", "the MX was looked up once" or "DATA was never sent".
+// Hosts can misbehave the ways real exchangers do: slow RCPT replies, a
+// delayed banner, STARTTLS with a self-signed certificate, no PIPELINING,
+// HELO only, 421 after a number of commands, a TCP reset after a number of
+// RCPT, and greylisting per (client IP, sender, recipient) on a clock the test
+// controls (Options.Now). Hostile hosts (Host.Hostile) are not SMTP servers at
+// all: silent, resetting, endless, huge or never-ending replies, for testing a
+// client's bounds and timeouts. Options.RTT adds network latency to every
+// SMTP reply and DNS answer without serialising pipelined replies, for
+// benchmarks.
+//
+// go-smtp serves the sessions, but it has no setting for most of these
+// behaviours, so each connection it serves is wrapped (see smtpConn): the
+// wrapper hands go-smtp one command line at a time, which lets it answer or
+// drop a command itself without reordering replies, rewrite the EHLO
+// capabilities, run STARTTLS below go-smtp so commands stay visible after
+// the handshake, and count commands.
+//
+// The Sim also counts what its clients did — DNS queries per name and type;
+// SMTP connections, commands and their arrival times, client turns, TLS
+// handshakes and peak concurrent connections per host — so tests can prove
+// properties such as "one connection carried many RCPT commands", "the MX
+// was looked up once", "pipelining cut the round trips", "no more than two
+// connections per MX" or "DATA was never sent".
 //
 // mailsim imports no other package of this module. All addresses are in
 // 127.0.0.0/8 (IPv6 ::1 is allowed for Domain.A); binding 127.0.0.x other than

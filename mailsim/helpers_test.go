@@ -1,11 +1,13 @@
 package mailsim
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +119,90 @@ func ipOf(t *testing.T, w World, host string) string {
 	}
 	t.Fatalf("no host %q", host)
 	return ""
+}
+
+// dialRaw connects without reading the greeting.
+func dialRaw(t *testing.T, s *Sim, ip string) *rawClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, strconv.Itoa(s.SMTPPort())), ioTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", ip, err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(ioTimeout))
+	t.Cleanup(func() { _ = conn.Close() })
+	return &rawClient{t: t, conn: conn, tp: textproto.NewConn(conn)}
+}
+
+// send writes lines in one write, as a pipelining client does.
+func (c *rawClient) send(lines ...string) {
+	c.t.Helper()
+	if _, err := c.conn.Write([]byte(strings.Join(lines, "\r\n") + "\r\n")); err != nil {
+		c.t.Fatalf("send %q: %v", lines, err)
+	}
+}
+
+// ehlo greets and returns the reply code and the advertised extensions.
+func (c *rawClient) ehlo() (int, []string) {
+	c.t.Helper()
+	code, msg := c.cmd("EHLO client.test")
+	lines := strings.Split(msg, "\n")
+	var ext []string
+	for _, l := range lines[1:] {
+		ext = append(ext, strings.Fields(l)[0])
+	}
+	return code, ext
+}
+
+// closeWithin closes s and fails unless Close returns within d.
+func closeWithin(t *testing.T, s *Sim, d time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(d):
+		t.Fatalf("Close took more than %v", d)
+	}
+}
+
+// fakeClock is a clock for Options.Now that only moves when told.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// oneHostWorld is a domain "<name>.test" served by one host "mx.<name>.test"
+// on ip, with mailboxes alice and bob.
+func oneHostWorld(name, ip string, h Host) World {
+	h.Name, h.IP = "mx."+name+".test", ip
+	return World{
+		Domains: []Domain{{Name: name + ".test", MX: []MX{{Preference: 10, Host: h.Name}}, Mailboxes: []string{"alice", "bob"}}},
+		Hosts:   []Host{h},
+	}
+}
+
+// tlsClient completes STARTTLS (after the 220) without verifying the
+// certificate and makes c speak over TLS.
+func tlsClient(t *testing.T, c *rawClient) {
+	t.Helper()
+	tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	c.conn, c.tp = tc, textproto.NewConn(tc)
 }

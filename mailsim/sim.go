@@ -2,21 +2,36 @@ package mailsim
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 )
 
-// Options are the listening settings of a Sim.
+// Options are the listening and timing settings of a Sim.
 type Options struct {
 	SMTPPort int    // 0 = choose a free port that is free on every host IP
 	DNSAddr  string // "" = "127.0.0.1:0"
+
+	// RTT injects network latency, for benchmarks: every SMTP write (banner,
+	// replies, TLS handshake, hostile output) reaches the client RTT after
+	// the server made it, i.e. RTT after the client bytes that caused it
+	// plus the server's own time (RcptDelay, BannerDelay), and every DNS
+	// answer is sent RTT after its query arrived. Replies written together
+	// arrive together, so pipelining saves round trips as on a real network.
+	// DNS queries pipelined on one TCP connection are answered one by one.
+	RTT time.Duration
+	// Now is the clock of greylisting (Domain.Greylist), so that tests can
+	// move time forward; nil means time.Now. Everything else uses real time.
+	Now func() time.Time
 }
 
 // Sim is a running simulated world. Its counters are safe for concurrent use
@@ -27,6 +42,8 @@ type Sim struct {
 
 	hosts map[string]*hostState // by normalized host name
 	dnsC  dnsCounter
+	conc  concurrency
+	certs *x509.CertPool // nil when no host offers STARTTLS
 
 	closing   chan struct{} // closed first by Close, wakes RCPT delays
 	closeOnce sync.Once
@@ -41,7 +58,7 @@ type Sim struct {
 }
 
 type smtpRunning struct {
-	srv *smtp.Server
+	srv *smtp.Server // nil for a hostile host
 	l   *trackingListener
 }
 
@@ -63,13 +80,25 @@ func Start(ctx context.Context, w World, opts Options) (*Sim, error) {
 	if opts.SMTPPort < 0 || opts.SMTPPort > 65535 {
 		return nil, fmt.Errorf("mailsim: SMTP port %d out of range", opts.SMTPPort)
 	}
+	if opts.RTT < 0 {
+		return nil, fmt.Errorf("mailsim: negative RTT %v", opts.RTT)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	tlsConf, certs, err := newTLSConfig(m.hosts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Sim{
 		hosts:   make(map[string]*hostState, len(m.hosts)),
 		dnsC:    dnsCounter{counts: make(map[dnsKey]int)},
+		certs:   certs,
 		closing: make(chan struct{}),
 	}
 	for _, h := range m.hosts {
-		s.hosts[h.name] = &hostState{name: h.name, cmds: make(map[string]int)}
+		s.hosts[h.name] = newHostState(h.name)
 	}
 
 	listeners, port, err := listenCommonPort(m.hosts, opts.SMTPPort)
@@ -77,21 +106,36 @@ func Start(ctx context.Context, w World, opts Options) (*Sim, error) {
 		return nil, err
 	}
 	s.smtpPort = port
+	env := connEnv{rtt: opts.RTT, closing: s.closing, conc: &s.conc, wg: &s.wg}
+	grey := &greylist{first: make(map[greyKey]time.Time)}
 	for i, h := range m.hosts {
 		if listeners[i] == nil {
 			continue
 		}
-		tl := &trackingListener{Listener: listeners[i], host: s.hosts[h.name], conns: make(map[*trackedConn]struct{})}
-		srv := newSMTPServer(&backend{host: h, m: m, closing: s.closing})
+		tl := &trackingListener{Listener: listeners[i], host: s.hosts[h.name], env: env, conns: make(map[*hostConn]struct{})}
+		if h.hostile != "" {
+			s.smtp = append(s.smtp, smtpRunning{l: tl})
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.serveHostile(tl, h.name, h.hostile)
+			}()
+			continue
+		}
+		sl := smtpListener{trackingListener: tl, host: h}
+		if h.startTLS {
+			sl.tlsConf = tlsConf
+		}
+		srv := newSMTPServer(&backend{host: h, m: m, closing: s.closing, grey: grey, now: now})
 		s.smtp = append(s.smtp, smtpRunning{srv: srv, l: tl})
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.noteServeErr(srv.Serve(tl))
+			s.noteServeErr(srv.Serve(sl))
 		}()
 	}
 
-	if err := s.startDNS(newZone(m), opts.DNSAddr); err != nil {
+	if err := s.startDNS(newZone(m), opts.DNSAddr, opts.RTT); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
@@ -113,7 +157,7 @@ func (s *Sim) noteServeErr(err error) {
 	s.errMu.Unlock()
 }
 
-func (s *Sim) startDNS(z *zone, addr string) error {
+func (s *Sim) startDNS(z *zone, addr string, rtt time.Duration) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -144,7 +188,7 @@ func (s *Sim) startDNS(z *zone, addr string) error {
 		}
 	}
 
-	h := dnsHandler(z, &s.dnsC)
+	h := dnsHandler(z, &s.dnsC, rtt, s.closing)
 	started := make(chan struct{}, 2)
 	failed := make(chan error, 2)
 	notify := func() { started <- struct{}{} }
@@ -201,6 +245,9 @@ func (s *Sim) Close() error {
 			r.l.closeConns()
 		}
 		for _, r := range s.smtp {
+			if r.srv == nil {
+				continue // hostile: its goroutines are in s.wg
+			}
 			// Shutdown waits for the connection handlers; their connections
 			// are closed, so they end promptly.
 			if err := r.srv.Shutdown(context.Background()); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -279,3 +326,65 @@ func (s *Sim) TotalDNSQueries() int {
 	defer s.dnsC.mu.Unlock()
 	return s.dnsC.total
 }
+
+// CommandTimes is when each command with the given verb reached the named
+// host, in arrival order: the time of the read that completed its line (real
+// time, not Options.Now). Commands pipelined in one read share a time. At most
+// the first 65536 per host and verb are kept.
+func (s *Sim) CommandTimes(host, verb string) []time.Time {
+	h := s.hosts[normName(host)]
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.times[strings.ToUpper(verb)])
+}
+
+// Turns is the number of times a client of the named host sent bytes after
+// the server had written since that client's previous bytes, summed over
+// connections: the client's turns in the conversation, counted per read at
+// the server. A banner then one EHLO is one turn; a pipelined MAIL and fifty
+// RCPT that arrive in one read are one more; the same commands sent
+// lock-step are fifty-one. TLS handshake bytes are not counted, and neither
+// is anything sent to a hostile host.
+func (s *Sim) Turns(host string) int {
+	if h := s.hosts[normName(host)]; h != nil {
+		return int(h.turns.Load())
+	}
+	return 0
+}
+
+// TLSSessions is the number of STARTTLS handshakes the named host completed.
+func (s *Sim) TLSSessions(host string) int {
+	if h := s.hosts[normName(host)]; h != nil {
+		return int(h.tlsSessions.Load())
+	}
+	return 0
+}
+
+// MaxConcurrent is the highest number of connections the named host had open
+// at once. A connection is open from its accept until the server's side of it
+// is closed.
+func (s *Sim) MaxConcurrent(host string) int {
+	h := s.hosts[normName(host)]
+	if h == nil {
+		return 0
+	}
+	s.conc.mu.Lock()
+	defer s.conc.mu.Unlock()
+	return h.maxOpen
+}
+
+// MaxConcurrentTotal is the highest number of SMTP connections open at once
+// over all hosts.
+func (s *Sim) MaxConcurrentTotal() int {
+	s.conc.mu.Lock()
+	defer s.conc.mu.Unlock()
+	return s.conc.maxOpen
+}
+
+// CertPool holds the self-signed certificate that STARTTLS hosts present
+// (one for the whole Sim, naming every such host and its IP), for clients
+// that want to verify it; nil when no host offers STARTTLS.
+func (s *Sim) CertPool() *x509.CertPool { return s.certs }

@@ -36,6 +36,12 @@ func TestStartRejectsInvalidWorld(t *testing.T) {
 		{"bad reply code", World{Domains: []Domain{{Name: "a.test", Replies: map[string]Reply{"x": {Code: 99}}}}}},
 		{"bad enhanced code", World{Domains: []Domain{{Name: "a.test", Replies: map[string]Reply{"x": {Code: 550, Enhanced: "5.1"}}}}}},
 		{"negative delay", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", RcptDelay: -1}}}},
+		{"negative banner delay", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", BannerDelay: -1}}}},
+		{"negative close421after", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", Close421After: -1}}}},
+		{"negative resetafterrcpts", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", ResetAfterRcpts: -1}}}},
+		{"unknown hostility", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", Hostile: "rude"}}}},
+		{"down and hostile", World{Hosts: []Host{{Name: "mx.a.test", IP: "127.0.0.80", Down: true, Hostile: HostileSilent}}}},
+		{"negative greylist", World{Domains: []Domain{{Name: "a.test", Greylist: -time.Second}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,6 +54,18 @@ func TestStartRejectsInvalidWorld(t *testing.T) {
 				t.Fatalf("error %v does not wrap ErrInvalidWorld", err)
 			}
 		})
+	}
+}
+
+func TestStartRejectsNegativeRTT(t *testing.T) {
+	t.Parallel()
+	s, err := Start(t.Context(), Example(), Options{RTT: -time.Millisecond})
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("Start accepted a negative RTT")
+	}
+	if errors.Is(err, ErrInvalidWorld) {
+		t.Errorf("a bad option is not a bad world: %v", err)
 	}
 }
 

@@ -30,6 +30,15 @@ type Domain struct {
 	Mailboxes []string         // local parts that exist (matched case-insensitively)
 	CatchAll  bool             // every local part is accepted
 	Replies   map[string]Reply // local part (lower-case) -> a special RCPT reply, e.g. mailbox full
+	// Greylist, when positive, answers RCPT for this domain with
+	// "451 4.7.1 Greylisted, try again later" until this long has passed
+	// since the first attempt of the same (client IP, sender, recipient)
+	// triplet, as greylisting servers do; afterwards the normal reply. Time is
+	// read from Options.Now. It applies before the mailbox lookup, so a
+	// greylisting domain reveals nothing about a mailbox until the retry.
+	// Triplets are remembered for the life of the Sim, across connections
+	// and hosts.
+	Greylist time.Duration
 }
 
 // MX is one published MX record. Host must be the name of a Host of the world
@@ -47,12 +56,73 @@ type Reply struct {
 }
 
 // Host is one simulated mail server.
+//
+// The behaviour fields below the first five change what a well-behaved
+// server does on one connection; Hostile replaces the SMTP server altogether
+// and ignores them.
 type Host struct {
 	Name          string        // e.g. "mx1.acme.test"; an A record Name -> IP is published
 	IP            string        // 127.0.0.x address it listens on (must be in 127.0.0.0/8)
 	Down          bool          // published in DNS but nothing listens (connection refused)
 	RcptDelay     time.Duration // every RCPT reply is delayed this long (a slow server / tarpit)
 	MaxRecipients int           // go-smtp's per-transaction recipient limit (452 4.5.3), 0 = none
+
+	// STARTTLS advertises STARTTLS (RFC 3207) with the Sim's self-signed
+	// certificate (see Sim.CertPool); Sim.TLSSessions counts handshakes.
+	STARTTLS bool
+	// NoPipelining leaves PIPELINING (RFC 2920) out of the EHLO reply. The
+	// server still answers pipelined commands in order, as real ones do.
+	NoPipelining bool
+	// HELOOnly answers EHLO with "502 5.5.1" so that clients must fall back
+	// to HELO, like an RFC 821 server.
+	HELOOnly bool
+	// BannerDelay holds the 220 greeting back this long after the
+	// connection is accepted (a tarpit before the banner).
+	BannerDelay time.Duration
+	// Close421After, when positive, lets this many commands through on one
+	// connection, answers the next one "421 4.7.0 too many commands" and
+	// closes the connection.
+	Close421After int
+	// ResetAfterRcpts, when positive, answers this many RCPT commands on one
+	// connection and resets the TCP connection (RST, no reply) when the
+	// next RCPT arrives, so the client reads ECONNRESET.
+	ResetAfterRcpts int
+	// Hostile, when set, serves the host with a broken peer instead of an
+	// SMTP server, for testing a client's bounds and timeouts.
+	Hostile Hostility
+}
+
+// Hostility is the misbehaviour of a hostile host.
+type Hostility string
+
+// The hostile behaviours. Each one stops as soon as the Sim is closed.
+const (
+	// HostileSilent accepts the connection and never writes a byte.
+	HostileSilent Hostility = "silent"
+	// HostileResetAfterBanner sends a 220 banner and resets the connection
+	// (RST) when the client's next line (its EHLO) arrives, so the client
+	// reads the banner and then ECONNRESET.
+	HostileResetAfterBanner Hostility = "reset-after-banner"
+	// HostileEndlessReply sends a 220 banner, reads one line (the EHLO) and
+	// answers it with "250-" continuation lines that never end.
+	HostileEndlessReply Hostility = "endless-reply"
+	// HostileHugeLine sends a banner that is a single line of 10 MiB
+	// ("220 " and HugeLineSize bytes of text, then CRLF), then stays silent.
+	HostileHugeLine Hostility = "huge-line"
+	// HostileNeverEnds sends "220 " and then one more byte of text every
+	// 100 ms, never a line end.
+	HostileNeverEnds Hostility = "never-ends"
+)
+
+// HugeLineSize is the length of the text of HostileHugeLine's banner line.
+const HugeLineSize = 10 << 20
+
+func (h Hostility) valid() bool {
+	switch h {
+	case "", HostileSilent, HostileResetAfterBanner, HostileEndlessReply, HostileHugeLine, HostileNeverEnds:
+		return true
+	}
+	return false
 }
 
 // ErrInvalidWorld is wrapped by every error Start returns because the World
@@ -81,14 +151,22 @@ type domainModel struct {
 	mailboxes map[string]bool
 	catchAll  bool
 	replies   map[string]Reply
+	greylist  time.Duration
 }
 
 type hostModel struct {
-	name          string
-	ip            netip.Addr
-	down          bool
-	rcptDelay     time.Duration
-	maxRecipients int
+	name            string
+	ip              netip.Addr
+	down            bool
+	rcptDelay       time.Duration
+	maxRecipients   int
+	startTLS        bool
+	noPipelining    bool
+	heloOnly        bool
+	bannerDelay     time.Duration
+	close421After   int
+	resetAfterRcpts int
+	hostile         Hostility
 	// serves are the domains whose mail (by MX or implicit MX) reaches this
 	// host's address; RCPT for any other domain is a relay attempt.
 	serves map[string]bool
@@ -147,16 +225,29 @@ func buildModel(w World) (*model, error) {
 			return nil, invalid("hosts %q and %q share IP %s", other, name, ip)
 		}
 		hostIPs[ip] = name
-		if h.RcptDelay < 0 || h.MaxRecipients < 0 {
-			return nil, invalid("host %q: negative RcptDelay or MaxRecipients", name)
+		if h.RcptDelay < 0 || h.MaxRecipients < 0 || h.BannerDelay < 0 || h.Close421After < 0 || h.ResetAfterRcpts < 0 {
+			return nil, invalid("host %q: negative delay or limit", name)
+		}
+		if !h.Hostile.valid() {
+			return nil, invalid("host %q: unknown hostility %q", name, h.Hostile)
+		}
+		if h.Hostile != "" && h.Down {
+			return nil, invalid("host %q: both Down and Hostile", name)
 		}
 		m.hosts = append(m.hosts, &hostModel{
-			name:          name,
-			ip:            ip,
-			down:          h.Down,
-			rcptDelay:     h.RcptDelay,
-			maxRecipients: h.MaxRecipients,
-			serves:        make(map[string]bool),
+			name:            name,
+			ip:              ip,
+			down:            h.Down,
+			rcptDelay:       h.RcptDelay,
+			maxRecipients:   h.MaxRecipients,
+			startTLS:        h.STARTTLS,
+			noPipelining:    h.NoPipelining,
+			heloOnly:        h.HELOOnly,
+			bannerDelay:     h.BannerDelay,
+			close421After:   h.Close421After,
+			resetAfterRcpts: h.ResetAfterRcpts,
+			hostile:         h.Hostile,
+			serves:          make(map[string]bool),
 		})
 		addAddr(name, ip)
 	}
@@ -169,6 +260,9 @@ func buildModel(w World) (*model, error) {
 		if _, dup := m.domains[name]; dup {
 			return nil, invalid("duplicate domain %q", name)
 		}
+		if d.Greylist < 0 {
+			return nil, invalid("domain %q: negative Greylist", name)
+		}
 		if d.NullMX && len(d.MX) > 0 {
 			return nil, invalid("domain %q: NullMX together with MX records", name)
 		}
@@ -180,6 +274,7 @@ func buildModel(w World) (*model, error) {
 			mailboxes: make(map[string]bool, len(d.Mailboxes)),
 			catchAll:  d.CatchAll,
 			replies:   make(map[string]Reply, len(d.Replies)),
+			greylist:  d.Greylist,
 		}
 		if dm.ttl == 0 {
 			dm.ttl = defaultTTL
