@@ -20,6 +20,7 @@ var defaultYAML []byte
 type Config struct {
 	SMTP   SMTP   `yaml:"smtp"`
 	Limits Limits `yaml:"limits"`
+	Retry  Retry  `yaml:"retry"`
 	DNS    DNS    `yaml:"dns"`
 	Input  Input  `yaml:"input"`
 }
@@ -33,16 +34,27 @@ type SMTP struct {
 	GreetingTimeout time.Duration `yaml:"greeting_timeout"`
 	CommandTimeout  time.Duration `yaml:"command_timeout"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	TLS             string        `yaml:"tls"`
+	CatchAllCheck   bool          `yaml:"catch_all_check"`
 }
 
 // Limits holds the politeness and concurrency bounds.
 type Limits struct {
-	MaxConnections       int `yaml:"max_connections"`
-	MaxConnectionsPerMX  int `yaml:"max_connections_per_mx"`
-	NewConnectionBacklog int `yaml:"new_connection_backlog"`
-	RcptPerTransaction   int `yaml:"rcpt_per_transaction"`
-	RcptPerConnection    int `yaml:"rcpt_per_connection"`
-	MaxAttempts          int `yaml:"max_attempts"`
+	MaxConnections       int           `yaml:"max_connections"`
+	MaxConnectionsPerMX  int           `yaml:"max_connections_per_mx"`
+	NewConnectionBacklog int           `yaml:"new_connection_backlog"`
+	RcptPerTransaction   int           `yaml:"rcpt_per_transaction"`
+	RcptPerConnection    int           `yaml:"rcpt_per_connection"`
+	MaxAttempts          int           `yaml:"max_attempts"`
+	RcptPerSecondPerMX   float64       `yaml:"rcpt_per_second_per_mx"`
+	CommandPause         time.Duration `yaml:"command_pause"`
+}
+
+// Retry holds the delayed-retry schedule for temporary answers.
+type Retry struct {
+	Delay   time.Duration `yaml:"delay"`
+	Rounds  int           `yaml:"rounds"`
+	MaxWait time.Duration `yaml:"max_wait"`
 }
 
 // DNS holds the resolver settings.
@@ -128,8 +140,26 @@ func (c Config) Validate() error {
 	if c.SMTP.Port > 65535 {
 		return fmt.Errorf("smtp.port %d is not a TCP port", c.SMTP.Port)
 	}
-	if c.SMTP.IdleTimeout < 0 {
-		return errors.New("smtp.idle_timeout must not be negative")
+	nonNegative := []struct {
+		name  string
+		value float64
+	}{
+		{"smtp.idle_timeout", float64(c.SMTP.IdleTimeout)},
+		{"limits.rcpt_per_second_per_mx", c.Limits.RcptPerSecondPerMX},
+		{"limits.command_pause", float64(c.Limits.CommandPause)},
+		{"retry.delay", float64(c.Retry.Delay)},
+		{"retry.rounds", float64(c.Retry.Rounds)},
+		{"retry.max_wait", float64(c.Retry.MaxWait)},
+	}
+	for _, n := range nonNegative {
+		if n.value < 0 {
+			return fmt.Errorf("%s must not be negative", n.name)
+		}
+	}
+	switch c.SMTP.TLS {
+	case "opportunistic", "require", "off":
+	default:
+		return fmt.Errorf("smtp.tls is %q; want opportunistic, require or off", c.SMTP.TLS)
 	}
 	return nil
 }

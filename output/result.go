@@ -22,6 +22,7 @@ type Result struct {
 	SMTPMessage  string    `csv:"smtp_message" json:"smtp_message,omitempty"`
 	MXHost       string    `csv:"mx_host" json:"mx_host,omitempty"`
 	CatchAll     *bool     `csv:"catch_all,omitempty" json:"catch_all,omitempty"` // nil = not determined
+	TLS          *bool     `csv:"tls,omitempty" json:"tls,omitempty"`             // whether the session that answered used STARTTLS; nil = no session
 	Attempts     int       `csv:"attempts" json:"attempts"`
 	CheckedAt    time.Time `csv:"checked_at" json:"checked_at"` // written as RFC 3339 UTC, seconds precision
 }
@@ -31,7 +32,7 @@ type Result struct {
 func ResultColumns() []string {
 	return []string{
 		"row", "email", "status", "reason", "smtp_code", "enhanced_code",
-		"smtp_message", "mx_host", "catch_all", "attempts", "checked_at",
+		"smtp_message", "mx_host", "catch_all", "tls", "attempts", "checked_at",
 	}
 }
 

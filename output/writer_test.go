@@ -39,7 +39,7 @@ func fixtureRows() []fixtureRow {
 		}},
 		{[]string{"bob@accept-all.example", "Bob", ""}, Result{
 			Row: 2, Email: "bob@accept-all.example", Status: StatusRisky, Reason: "accept_all",
-			SMTPCode: 250, SMTPMessage: "OK", MXHost: "mx.accept-all.example", CatchAll: &yes, Attempts: 1, CheckedAt: at,
+			SMTPCode: 250, SMTPMessage: "OK", MXHost: "mx.accept-all.example", CatchAll: &yes, TLS: &yes, Attempts: 1, CheckedAt: at,
 		}},
 		{[]string{"formula@example.com", "=HYPERLINK(\"x\")", "user data stays untouched"}, Result{
 			Row: 3, Email: "formula@example.com", Status: StatusUnknown, Reason: "greylisted",

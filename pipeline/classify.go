@@ -28,7 +28,9 @@ const (
 	ReasonConnectionLost   = "connection_lost"
 	ReasonTimeout          = "timeout"
 	ReasonProtocolError    = "protocol_error"
-	ReasonCanceled         = "canceled"
+	ReasonTLSUnavailable   = "tls_unavailable"
+	ReasonAcceptAll        = "accept_all"
+	ReasonRaggedRow        = "ragged_row"
 )
 
 // Classify maps one RCPT reply to a status and reason. The rule is to claim

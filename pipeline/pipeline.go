@@ -1,20 +1,14 @@
 package pipeline
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
-	"github.com/bulkverify/bulkverify/resolve"
 )
 
 // Config is everything one run needs besides its input, output and resolver.
@@ -29,6 +23,13 @@ type Config struct {
 	RcptPerConnection     int           // RCPT per connection before QUIT and reconnect
 	MaxAttempts           int           // tries per address when connections fail under it
 	DNSWorkers            int           // domains resolved in parallel
+
+	RetryDelay      time.Duration // first delayed retry of a temporary answer (4xx, greylisting); doubles each round; 0 = no retries
+	RetryRounds     int           // delayed retry rounds per address
+	MaxWait         time.Duration // an address waits at most this long, in total, for retries
+	RcptRate        float64       // RCPT commands per second per MX host; 0 = unlimited
+	CommandPause    time.Duration // pause before each command (or pipelined batch)
+	NoCatchAllCheck bool          // skip the one-RCPT-per-domain accept-all check
 
 	Now      func() time.Time    // nil = time.Now
 	OnTotal  func(rows int)      // called once, when the input has been read
@@ -60,6 +61,9 @@ func (c *Config) setDefaults() {
 	if c.DNSWorkers <= 0 {
 		c.DNSWorkers = 32
 	}
+	if c.RetryRounds < 0 {
+		c.RetryRounds = 0
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -83,112 +87,24 @@ type rowRef struct {
 	fields []string
 }
 
-// target is one distinct address and every row that asked for it.
-type target struct {
-	raw   string
-	addr  input.Address
-	rows  []rowRef
-	mail  resolve.Mail
-	mxIdx int // index into mail.Hosts of the host it is routed to
-	tries int // RCPT commands sent for it
-
-	// set when an invalid row is known before any network work
-	status, reason string
-}
-
-// verdict is the decided result of one target.
-type verdict struct {
-	t      *target
-	status string
+// invalidRow is a row that holds no address worth probing.
+type invalidRow struct {
+	ref    rowRef
+	raw    string
 	reason string
-	reply  *probe.Reply
-	mxHost string
-	at     time.Time
-}
-
-// Run verifies every row of src and writes one result per row to sink. It
-// returns when every row is written, or when ctx is cancelled or a fatal
-// error happens; in both of those cases what was decided is still written.
-func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Reader, sink output.Writer) (Summary, error) {
-	cfg.setDefaults()
-	start := time.Now()
-	r := &run{
-		cfg:     cfg,
-		res:     res,
-		slots:   make(chan struct{}, cfg.MaxConnections),
-		results: make(chan verdict, 256),
-		summary: Summary{ByStatus: map[string]int{}, ByReason: map[string]int{}},
-	}
-	r.router = newRouter(&r.cfg, r.startWorker, r.finish)
-
-	// Reading is a barrier by nature: grouping by domain needs every row,
-	// and a malformed file should fail before anything is probed.
-	batch, err := readAll(src)
-	if err != nil {
-		return r.summary, err
-	}
-	r.summary.Rows = batch.rows
-	r.summary.Addresses = len(batch.targets)
-	r.summary.Domains = len(batch.domains)
-	if cfg.OnTotal != nil {
-		cfg.OnTotal(batch.rows)
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	r.workCtx = gctx
-	g.Go(func() error { return r.writeResults(sink) })
-	g.Go(func() error {
-		defer close(r.results)
-		r.router.produce(len(batch.targets))
-		for _, t := range batch.targets {
-			if t.status != "" {
-				r.finish(t, t.status, t.reason, nil, "")
-			}
-		}
-		r.resolveAll(gctx, batch)
-		r.router.producerDone()
-		select {
-		case <-r.router.allDone:
-		case <-gctx.Done():
-		}
-		r.workers.Wait()
-		return nil
-	})
-	err = g.Wait()
-	r.summary.Connections = int(r.connections.Load())
-	r.summary.MXHosts = r.router.hostsUsed()
-	r.summary.Duration = time.Since(start)
-	if err == nil {
-		err = ctx.Err()
-	}
-	return r.summary, err
-}
-
-type run struct {
-	// workCtx is the run's context, kept here because the router starts
-	// workers from inside its lock, where no caller's context is at hand.
-	workCtx     context.Context
-	cfg         Config
-	res         *resolve.Resolver
-	router      *router
-	slots       chan struct{}
-	results     chan verdict
-	workers     sync.WaitGroup
-	connections atomic.Int64
-	summary     Summary
 }
 
 // batch is the whole input, grouped.
 type batch struct {
 	rows    int
-	targets []*target            // in order of first appearance
-	domains []string             // in order of first appearance
-	byDom   map[string][]*target // domain -> its distinct addresses
+	invalid []invalidRow
+	groups  []DomainGroup       // distinct addresses by domain, in order of first appearance
+	byKey   map[string][]rowRef // address -> the rows that asked for it
 }
 
 func readAll(src *input.Reader) (batch, error) {
-	b := batch{byDom: map[string][]*target{}}
-	byKey := map[string]*target{}
+	b := batch{byKey: map[string][]rowRef{}}
+	domIdx := map[string]int{}
 	for {
 		rec, err := src.Next()
 		if errors.Is(err, io.EOF) {
@@ -201,122 +117,29 @@ func readAll(src *input.Reader) (batch, error) {
 		ref := rowRef{row: rec.Row, fields: rec.Fields}
 		addr, perr := input.ParseAddress(rec.Email)
 		if rec.Ragged || perr != nil {
-			t := &target{raw: rec.Email, rows: []rowRef{ref}, status: output.StatusInvalid, reason: "syntax"}
+			inv := invalidRow{ref: ref, raw: rec.Email, reason: input.ReasonSyntax}
 			var se *input.SyntaxError
 			switch {
 			case rec.Ragged:
-				t.reason = "ragged_row"
+				inv.reason = ReasonRaggedRow
 			case errors.As(perr, &se):
-				t.reason = se.Reason
+				inv.reason = se.Reason
 			}
-			b.targets = append(b.targets, t)
+			b.invalid = append(b.invalid, inv)
 			continue
 		}
 		key := addr.String()
-		if t, ok := byKey[key]; ok {
-			t.rows = append(t.rows, ref)
+		if refs, ok := b.byKey[key]; ok {
+			b.byKey[key] = append(refs, ref)
 			continue
 		}
-		t := &target{raw: rec.Email, addr: addr, rows: []rowRef{ref}}
-		byKey[key] = t
-		b.targets = append(b.targets, t)
-		if _, ok := b.byDom[addr.Domain]; !ok {
-			b.domains = append(b.domains, addr.Domain)
+		b.byKey[key] = []rowRef{ref}
+		i, ok := domIdx[addr.Domain]
+		if !ok {
+			i = len(b.groups)
+			domIdx[addr.Domain] = i
+			b.groups = append(b.groups, DomainGroup{Domain: addr.Domain})
 		}
-		b.byDom[addr.Domain] = append(b.byDom[addr.Domain], t)
+		b.groups[i].Addresses = append(b.groups[i].Addresses, addr)
 	}
-}
-
-// resolveAll looks up every domain once and routes its addresses.
-func (r *run) resolveAll(ctx context.Context, b batch) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.cfg.DNSWorkers)
-	for _, dom := range b.domains {
-		if gctx.Err() != nil {
-			break
-		}
-		targets := b.byDom[dom]
-		g.Go(func() error {
-			mail, err := r.res.LookupMail(gctx, dom)
-			if err != nil {
-				if gctx.Err() != nil {
-					return nil // cancelled: leave the rows undecided rather than misjudge them
-				}
-				status, reason := dnsVerdict(err)
-				for _, t := range targets {
-					r.finish(t, status, reason, nil, "")
-				}
-				return nil
-			}
-			for _, t := range targets {
-				t.mail = mail
-			}
-			r.router.add(targets)
-			return nil
-		})
-	}
-	_ = g.Wait()
-}
-
-func dnsVerdict(err error) (status, reason string) {
-	switch {
-	case errors.Is(err, resolve.ErrNXDomain):
-		return output.StatusInvalid, ReasonNXDomain
-	case errors.Is(err, resolve.ErrNullMX):
-		return output.StatusInvalid, ReasonNullMX
-	case errors.Is(err, resolve.ErrNoMailHost):
-		return output.StatusInvalid, ReasonNoMailHost
-	default:
-		return output.StatusUnknown, ReasonDNSError
-	}
-}
-
-// finish records the verdict on t. Every target is finished exactly once;
-// the router's bookkeeping relies on it.
-func (r *run) finish(t *target, status, reason string, reply *probe.Reply, mxHost string) {
-	r.results <- verdict{t: t, status: status, reason: reason, reply: reply, mxHost: mxHost, at: r.cfg.Now()}
-	r.router.done()
-}
-
-// writeResults is the only goroutine that touches sink. After a write error
-// it keeps draining so that producers never block, and reports the error.
-func (r *run) writeResults(sink output.Writer) error {
-	var werr error
-	for v := range r.results {
-		if werr != nil {
-			continue
-		}
-		for _, ref := range v.t.rows {
-			res := output.Result{
-				Row:       ref.row,
-				Email:     v.t.raw,
-				Status:    v.status,
-				Reason:    v.reason,
-				MXHost:    v.mxHost,
-				Attempts:  v.t.tries,
-				CheckedAt: v.at,
-			}
-			if v.t.addr.Domain != "" {
-				res.Email = v.t.addr.String()
-			}
-			if v.reply != nil {
-				res.SMTPCode = v.reply.Code
-				res.EnhancedCode = v.reply.Enhanced
-				res.SMTPMessage = v.reply.Text()
-			}
-			if err := sink.Write(ref.fields, res); err != nil {
-				werr = fmt.Errorf("writing results: %w", err)
-				break
-			}
-			r.summary.ByStatus[res.Status]++
-			r.summary.ByReason[res.Reason]++
-			if r.cfg.OnResult != nil {
-				r.cfg.OnResult(res)
-			}
-		}
-	}
-	if err := sink.Flush(); err != nil && werr == nil {
-		werr = fmt.Errorf("writing results: %w", err)
-	}
-	return werr
 }

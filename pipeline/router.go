@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/bulkverify/bulkverify/probe"
 )
 
@@ -17,12 +19,13 @@ import (
 type router struct {
 	cfg   *Config
 	spawn func(*hostQueue)
-	fail  func(t *target, status, reason string, reply *probe.Reply, mxHost string)
+	fail  func(t *target, f *hostFailure, host string)
 
 	mu          sync.Mutex
 	hosts       map[string]*hostQueue
 	changed     chan struct{} // closed and replaced on every change a waiting worker may care about
 	producing   bool          // addresses may still arrive
+	stopped     bool          // the run is over: start no more workers
 	slotWaiters int           // workers waiting for a global connection slot
 	outstanding int           // targets not finished, plus one while producing
 	allDone     chan struct{}
@@ -35,7 +38,14 @@ type hostQueue struct {
 	workers     int // live workers, including those still waiting for a slot or connecting
 	established int // workers holding an open session
 	everUsed    bool
-	down        *hostFailure // set when the host cannot be used for the rest of the run
+	limiter     *rate.Limiter // RCPT per second, nil = unlimited
+	txnLimit    int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
+	down        *hostFailure  // why the host could not be used ...
+	downUntil   time.Time     // ... and until when it is skipped
+}
+
+func (h *hostQueue) isDown(now time.Time) bool {
+	return h.down != nil && now.Before(h.downUntil)
 }
 
 // hostFailure says why a host could not be used, as it will be reported for
@@ -45,7 +55,7 @@ type hostFailure struct {
 	reply          *probe.Reply
 }
 
-func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, string, string, *probe.Reply, string)) *router {
+func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, *hostFailure, string)) *router {
 	return &router{
 		cfg:     cfg,
 		spawn:   spawn,
@@ -53,6 +63,10 @@ func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, string, s
 		hosts:   map[string]*hostQueue{},
 		changed: make(chan struct{}),
 		allDone: make(chan struct{}),
+		// Until producerDone, more addresses may come: that holds one
+		// count of outstanding, so allDone cannot close early.
+		producing:   true,
+		outstanding: 1,
 	}
 }
 
@@ -61,12 +75,11 @@ func (r *router) notifyLocked() {
 	r.changed = make(chan struct{})
 }
 
-// produce announces n targets that will each be finished exactly once.
-func (r *router) produce(n int) {
+// expect announces n more targets that will each be finished exactly once.
+func (r *router) expect(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.producing = true
-	r.outstanding += n + 1 // +1 is released by producerDone
+	r.outstanding += n
 }
 
 // producerDone says no more addresses will be added.
@@ -88,10 +101,23 @@ func (r *router) done() {
 	}
 }
 
+// stop ends the run for the router: no more workers start, and addresses
+// that arrive (from retry timers) are dropped undecided.
+func (r *router) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.notifyLocked()
+	r.mu.Unlock()
+}
+
 // add routes targets to the host each one's mxIdx points at.
 func (r *router) add(targets []*target) {
 	var failed []failedTarget
 	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
 	for _, t := range targets {
 		failed = r.routeLocked(t, failed)
 	}
@@ -110,23 +136,28 @@ type failedTarget struct {
 // to be down. Targets with no usable host left are returned in failed, to be
 // finished outside the lock.
 func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
+	now := time.Now()
 	for {
-		name := t.mail.Hosts[t.mxIdx].Host
+		hosts := t.dom.mail.Hosts
+		name := hosts[t.mxIdx].Host
 		h := r.hosts[name]
 		if h == nil {
 			h = &hostQueue{name: name}
+			if r.cfg.RcptRate > 0 {
+				h.limiter = rate.NewLimiter(rate.Limit(r.cfg.RcptRate), r.cfg.RcptPerTransaction)
+			}
 			r.hosts[name] = h
 		}
-		if h.down == nil {
+		if !h.isDown(now) {
 			h.pending = append(h.pending, t)
-			if h.workers == 0 || (h.workers < r.cfg.MaxConnectionsPerHost &&
-				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog) {
+			if !r.stopped && (h.workers == 0 || (h.workers < r.cfg.MaxConnectionsPerHost &&
+				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog)) {
 				h.workers++
 				r.spawn(h)
 			}
 			return failed
 		}
-		if t.mxIdx+1 >= len(t.mail.Hosts) {
+		if t.mxIdx+1 >= len(hosts) {
 			return append(failed, failedTarget{t: t, f: h.down, host: name})
 		}
 		t.mxIdx++
@@ -135,7 +166,7 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 
 func (r *router) reportFailed(failed []failedTarget) {
 	for _, ft := range failed {
-		r.fail(ft.t, ft.f.status, ft.f.reason, ft.f.reply, ft.host)
+		r.fail(ft.t, ft.f, ft.host)
 	}
 }
 
@@ -177,7 +208,7 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 			r.mu.Unlock()
 			return true
 		}
-		if !r.producing || r.slotWaiters > 0 || idle <= 0 {
+		if !r.producing || r.stopped || r.slotWaiters > 0 || idle <= 0 {
 			r.mu.Unlock()
 			return false
 		}
@@ -195,6 +226,27 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 		case <-ctx.Done():
 			return false
 		}
+	}
+}
+
+// txnLimit is how many RCPT one transaction on h may carry: the configured
+// cap, or less once the server has said where its own limit is.
+func (r *router) txnLimit(h *hostQueue) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h.txnLimit > 0 && h.txnLimit < r.cfg.RcptPerTransaction {
+		return h.txnLimit
+	}
+	return r.cfg.RcptPerTransaction
+}
+
+// learnTxnLimit records that h refused recipients past n in a transaction,
+// so later transactions stop there instead of being refused again.
+func (r *router) learnTxnLimit(h *hostQueue, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > 0 && (h.txnLimit == 0 || n < h.txnLimit) {
+		h.txnLimit = n
 	}
 }
 
@@ -228,12 +280,19 @@ func (r *router) sessionUp(h *hostQueue, delta int) {
 func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 	var failed []failedTarget
 	r.mu.Lock()
-	if h.established == 0 && h.down == nil {
+	now := time.Now()
+	if h.established == 0 && !h.isDown(now) {
 		h.down = f
+		// Skipped until the first delayed retry is due, so that retries
+		// find it again; for the whole run when there are no retries.
+		h.downUntil = now.Add(24 * 365 * time.Hour)
+		if r.cfg.RetryDelay > 0 {
+			h.downUntil = now.Add(r.cfg.RetryDelay)
+		}
 		moved := h.pending
 		h.pending = nil
 		for _, t := range moved {
-			if t.mxIdx+1 >= len(t.mail.Hosts) {
+			if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
 				failed = append(failed, failedTarget{t: t, f: f, host: h.name})
 				continue
 			}
@@ -252,7 +311,7 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.workers--
-	if h.workers == 0 && len(h.pending) > 0 && h.down == nil && ctx.Err() == nil {
+	if h.workers == 0 && len(h.pending) > 0 && !h.isDown(time.Now()) && !r.stopped && ctx.Err() == nil {
 		h.workers++
 		r.spawn(h)
 	}

@@ -20,51 +20,51 @@ const quitTimeout = 5 * time.Second
 
 // startWorker runs one connection worker for h. The router calls it with its
 // lock held, so it only starts a goroutine.
-func (r *run) startWorker(h *hostQueue) {
-	r.workers.Add(1)
+func (e *engine) startWorker(h *hostQueue) {
+	e.workers.Add(1)
 	go func() {
-		defer r.workers.Done()
-		defer r.router.workerDone(r.workCtx, h)
-		r.work(r.workCtx, h)
+		defer e.workers.Done()
+		defer e.router.workerDone(e.workCtx, h)
+		e.work(e.workCtx, h)
 	}()
 }
 
 // work holds one global connection slot and serves h's queue over as many
 // consecutive sessions as the per-connection RCPT cap requires.
-func (r *run) work(ctx context.Context, h *hostQueue) {
-	if !r.acquireSlot(ctx) {
+func (e *engine) work(ctx context.Context, h *hostQueue) {
+	if !e.acquireSlot(ctx) {
 		return
 	}
-	defer func() { <-r.slots }()
+	defer func() { <-e.slots }()
 	for ctx.Err() == nil {
-		sess, fail := r.connect(ctx, h)
+		sess, fail := e.connect(ctx, h)
 		if fail != nil {
 			if ctx.Err() == nil {
-				r.router.connectFailed(h, fail)
+				e.router.connectFailed(h, fail)
 			}
 			return
 		}
-		r.connections.Add(1)
-		r.router.sessionUp(h, 1)
-		again := r.serve(ctx, h, sess)
-		r.router.sessionUp(h, -1)
+		e.connections.Add(1)
+		e.router.sessionUp(h, 1)
+		again := e.serve(ctx, h, sess)
+		e.router.sessionUp(h, -1)
 		if !again {
 			return
 		}
 	}
 }
 
-func (r *run) acquireSlot(ctx context.Context) bool {
+func (e *engine) acquireSlot(ctx context.Context) bool {
 	select {
-	case r.slots <- struct{}{}:
+	case e.slots <- struct{}{}:
 		return true
 	default:
 	}
 	// Idle connections of other hosts give their slot up when they see this.
-	r.router.waitingForSlot(1)
-	defer r.router.waitingForSlot(-1)
+	e.router.waitingForSlot(1)
+	defer e.router.waitingForSlot(-1)
 	select {
-	case r.slots <- struct{}{}:
+	case e.slots <- struct{}{}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -72,8 +72,8 @@ func (r *run) acquireSlot(ctx context.Context) bool {
 }
 
 // connect opens a probing session to one of h's addresses.
-func (r *run) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostFailure) {
-	addrs, err := r.res.LookupHost(ctx, h.name)
+func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostFailure) {
+	addrs, err := e.res.LookupHost(ctx, h.name)
 	if err != nil {
 		if errors.Is(err, resolve.ErrNoAddress) || errors.Is(err, resolve.ErrNXDomain) {
 			// The MX points at a name that does not exist: mail to it bounces.
@@ -81,10 +81,12 @@ func (r *run) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostF
 		}
 		return nil, &hostFailure{status: output.StatusUnknown, reason: ReasonDNSError}
 	}
+	pc := e.cfg.Probe
+	pc.TLSServerName = h.name
 	var last error
 	for _, ip := range addrs {
-		addr := net.JoinHostPort(ip.String(), strconv.Itoa(r.cfg.SMTPPort))
-		sess, err := probe.Dial(ctx, addr, r.cfg.Probe)
+		addr := net.JoinHostPort(ip.String(), strconv.Itoa(e.cfg.SMTPPort))
+		sess, err := probe.Dial(ctx, addr, pc)
 		if err == nil {
 			return sess, nil
 		}
@@ -102,9 +104,13 @@ func (r *run) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostF
 func sessionFailure(err error) *hostFailure {
 	var re *probe.ReplyError
 	var pe *probe.ProtocolError
+	var te *probe.TLSError
 	switch {
 	case err == nil:
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonConnectionFailed}
+	case errors.As(err, &te):
+		// Checked before ReplyError: a refused STARTTLS is both.
+		return &hostFailure{status: output.StatusUnknown, reason: ReasonTLSUnavailable}
 	case errors.As(err, &re):
 		reply := re.Reply
 		if reply.Transient() {
@@ -128,7 +134,7 @@ func isTimeout(err error) bool {
 // serve asks h's queued addresses over sess until the queue stays empty or
 // the connection has asked its share. It reports whether the worker should
 // open a new session for more work.
-func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again bool) {
+func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again bool) {
 	defer func() {
 		if sess.Closed() {
 			sess.Close()
@@ -139,21 +145,26 @@ func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (aga
 		sess.Quit(qctx)
 	}()
 	smtputf8 := sess.Supports("SMTPUTF8")
+	_, onTLS := sess.TLS()
 	inTxn, onConn := 0, 0
 	// A finished transaction is reset only when another one follows, so the
 	// last one on a connection costs no RSET round trip.
 	mailOpen, needReset := false, false
 	for {
-		if onConn >= r.cfg.RcptPerConnection {
-			return r.router.hasPending(h)
+		if onConn >= e.cfg.RcptPerConnection {
+			return e.router.hasPending(h)
 		}
-		if !r.router.waitForWork(ctx, h, r.cfg.IdleTimeout) {
+		if !e.router.waitForWork(ctx, h, e.cfg.IdleTimeout) {
 			return false
 		}
-		n := min(r.cfg.RcptPerTransaction-inTxn, r.cfg.RcptPerConnection-onConn)
-		batch := r.router.take(h, n)
+		n := min(e.router.txnLimit(h)-inTxn, e.cfg.RcptPerConnection-onConn)
+		if n <= 0 {
+			mailOpen, needReset, inTxn = false, true, 0
+			continue
+		}
+		batch := e.router.take(h, n)
 		if !smtputf8 {
-			batch = r.dropUnsendable(batch, h.name)
+			batch = e.dropUnsendable(batch, h.name)
 		}
 		if len(batch) == 0 {
 			continue
@@ -161,18 +172,23 @@ func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (aga
 		if needReset {
 			reply, err := sess.Reset(ctx)
 			if err != nil || !reply.Positive() {
-				r.router.requeue(h, batch) // nothing was asked for them
+				e.router.requeue(h, batch) // nothing was asked for them
 				return true
 			}
 			needReset = false
 		}
 		for _, t := range batch {
 			t.tries++
+			t.lastTLS = &onTLS
 		}
 		if !mailOpen {
+			if !e.pause(ctx) {
+				e.router.requeue(h, batch)
+				return false
+			}
 			reply, err := sess.Mail(ctx, smtputf8)
 			if err != nil {
-				r.retryOrFail(ctx, h, batch, err)
+				e.retryOrFail(ctx, h, batch, err)
 				return true
 			}
 			switch {
@@ -181,20 +197,30 @@ func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (aga
 			case reply.Permanent() && reply.Code != 421:
 				// The sender is refused: nothing can be learnt about these recipients here.
 				for _, t := range batch {
-					r.finish(t, output.StatusUnknown, ReasonSenderRejected, &reply, h.name)
+					e.conclude(t, output.StatusUnknown, ReasonSenderRejected, &reply, h.name)
 				}
 				continue
 			default:
-				r.retryOrFailReply(h, batch, reply)
+				e.retryOrFailReply(h, batch, reply)
 				return !sess.Closed()
 			}
+		}
+		if h.limiter != nil {
+			if err := h.limiter.WaitN(ctx, len(batch)); err != nil {
+				e.router.requeue(h, batch)
+				return false
+			}
+		}
+		if !e.pause(ctx) {
+			e.router.requeue(h, batch)
+			return false
 		}
 		replies, err := sess.RcptBatch(ctx, addresses(batch))
 		answered, restartTxn := 0, false
 		for i, reply := range replies {
 			t := batch[i]
 			if reply.Code == 421 {
-				r.retryOrFailReply(h, batch[i:], reply)
+				e.retryOrFailReply(h, batch[i:], reply)
 				return true
 			}
 			if tooManyRecipients(reply) && inTxn+i > 0 {
@@ -203,20 +229,21 @@ func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (aga
 				for _, u := range batch[i:] {
 					u.tries--
 				}
-				r.router.requeue(h, batch[i:])
+				e.router.learnTxnLimit(h, inTxn+i)
+				e.router.requeue(h, batch[i:])
 				restartTxn = true
 				break
 			}
-			r.finishReply(t, reply, h.name)
+			e.concludeReply(t, reply, h.name)
 			answered++
 		}
 		if err != nil && !restartTxn {
-			r.retryOrFail(ctx, h, batch[len(replies):], err)
+			e.retryOrFail(ctx, h, batch[len(replies):], err)
 			return true
 		}
 		inTxn += answered
 		onConn += answered
-		if restartTxn || inTxn >= r.cfg.RcptPerTransaction {
+		if restartTxn || inTxn >= e.router.txnLimit(h) {
 			mailOpen, needReset, inTxn = false, true, 0
 		}
 	}
@@ -224,11 +251,11 @@ func (r *run) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (aga
 
 // dropUnsendable finishes addresses the server cannot be asked about
 // (UTF-8 local parts without SMTPUTF8) and returns the rest.
-func (r *run) dropUnsendable(batch []*target, host string) []*target {
+func (e *engine) dropUnsendable(batch []*target, host string) []*target {
 	kept := batch[:0]
 	for _, t := range batch {
 		if t.addr.NeedsSMTPUTF8 {
-			r.finish(t, output.StatusUnknown, ReasonSMTPUTF8, nil, host)
+			e.conclude(t, output.StatusUnknown, ReasonSMTPUTF8, nil, host)
 			continue
 		}
 		kept = append(kept, t)
@@ -238,7 +265,7 @@ func (r *run) dropUnsendable(batch []*target, host string) []*target {
 
 // retryOrFail handles addresses whose question got no answer because the
 // session broke: each goes back in the queue until it has used its tries.
-func (r *run) retryOrFail(ctx context.Context, h *hostQueue, batch []*target, err error) {
+func (e *engine) retryOrFail(ctx context.Context, h *hostQueue, batch []*target, err error) {
 	if ctx.Err() != nil {
 		return // cancelled: undecided, not failed
 	}
@@ -250,32 +277,47 @@ func (r *run) retryOrFail(ctx context.Context, h *hostQueue, batch []*target, er
 	}
 	var again []*target
 	for _, t := range batch {
-		if t.tries >= r.cfg.MaxAttempts {
-			r.finish(t, output.StatusUnknown, reason, nil, h.name)
+		if t.tries >= e.cfg.MaxAttempts {
+			e.conclude(t, output.StatusUnknown, reason, nil, h.name)
 			continue
 		}
 		again = append(again, t)
 	}
-	r.router.requeue(h, again)
+	e.router.requeue(h, again)
 }
 
 // retryOrFailReply is retryOrFail for a temporary refusal (4xx on MAIL, 421).
-func (r *run) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply) {
+func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply) {
 	var again []*target
 	for _, t := range batch {
-		if t.tries >= r.cfg.MaxAttempts {
+		if t.tries >= e.cfg.MaxAttempts {
 			status, reason := Classify(reply)
-			r.finish(t, status, reason, &reply, h.name)
+			e.conclude(t, status, reason, &reply, h.name)
 			continue
 		}
 		again = append(again, t)
 	}
-	r.router.requeue(h, again)
+	e.router.requeue(h, again)
 }
 
-func (r *run) finishReply(t *target, reply probe.Reply, host string) {
+func (e *engine) concludeReply(t *target, reply probe.Reply, host string) {
 	status, reason := Classify(reply)
-	r.finish(t, status, reason, &reply, host)
+	e.conclude(t, status, reason, &reply, host)
+}
+
+// pause waits CommandPause before a command; false when ctx ended.
+func (e *engine) pause(ctx context.Context) bool {
+	if e.cfg.CommandPause <= 0 {
+		return true
+	}
+	t := time.NewTimer(e.cfg.CommandPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func tooManyRecipients(r probe.Reply) bool {

@@ -35,6 +35,7 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	fs.IntVar(&over.SMTP.Port, "port", over.SMTP.Port, "SMTP `port` of the mail exchangers")
 	fs.DurationVar(&over.SMTP.ConnectTimeout, "connect-timeout", over.SMTP.ConnectTimeout, "TCP connect timeout")
 	fs.DurationVar(&over.SMTP.CommandTimeout, "timeout", over.SMTP.CommandTimeout, "time allowed for each SMTP reply")
+	fs.StringVar(&over.SMTP.TLS, "tls", over.SMTP.TLS, "STARTTLS: opportunistic, require or off")
 	return sf
 }
 
@@ -64,6 +65,12 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.SMTP.ConnectTimeout = over.SMTP.ConnectTimeout
 		case "timeout":
 			cfg.SMTP.CommandTimeout = over.SMTP.CommandTimeout
+		case "tls":
+			cfg.SMTP.TLS = over.SMTP.TLS
+		case "max-wait":
+			cfg.Retry.MaxWait = over.Retry.MaxWait
+		case "rcpt-rate":
+			cfg.Limits.RcptPerSecondPerMX = over.Limits.RcptPerSecondPerMX
 		case "max-connections":
 			cfg.Limits.MaxConnections = over.Limits.MaxConnections
 		case "max-per-mx":
@@ -121,7 +128,12 @@ func newResolver(cfg configs.Config) (*resolve.Resolver, error) {
 }
 
 func probeConfig(cfg configs.Config) probe.Config {
+	mode, err := probe.ParseTLSMode(cfg.SMTP.TLS)
+	if err != nil {
+		mode = probe.TLSOpportunistic // unreachable: Validate checked it
+	}
 	return probe.Config{
+		TLS:             mode,
 		HeloName:        cfg.SMTP.HeloName,
 		MailFrom:        cfg.SMTP.MailFrom,
 		ConnectTimeout:  cfg.SMTP.ConnectTimeout,

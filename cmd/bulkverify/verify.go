@@ -39,6 +39,8 @@ func newVerifyFlagSet(stderr io.Writer) (*flag.FlagSet, *verifyFlags) {
 	fs.IntVar(&vf.shared.over.Limits.MaxConnectionsPerMX, "max-per-mx", vf.shared.over.Limits.MaxConnectionsPerMX, "simultaneous SMTP connections per MX host")
 	fs.IntVar(&vf.shared.over.Limits.RcptPerTransaction, "rcpt-per-transaction", vf.shared.over.Limits.RcptPerTransaction, "RCPT TO per transaction before RSET")
 	fs.IntVar(&vf.shared.over.Limits.RcptPerConnection, "rcpt-per-connection", vf.shared.over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
+	fs.Float64Var(&vf.shared.over.Limits.RcptPerSecondPerMX, "rcpt-rate", vf.shared.over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
+	fs.DurationVar(&vf.shared.over.Retry.MaxWait, "max-wait", vf.shared.over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bulkverify verify [flags] INPUT.csv\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -163,6 +165,12 @@ func pipelineConfig(cfg configs.Config) pipeline.Config {
 		RcptPerConnection:     cfg.Limits.RcptPerConnection,
 		MaxAttempts:           cfg.Limits.MaxAttempts,
 		DNSWorkers:            cfg.DNS.Workers,
+		RcptRate:              cfg.Limits.RcptPerSecondPerMX,
+		CommandPause:          cfg.Limits.CommandPause,
+		RetryDelay:            cfg.Retry.Delay,
+		RetryRounds:           cfg.Retry.Rounds,
+		MaxWait:               cfg.Retry.MaxWait,
+		NoCatchAllCheck:       !cfg.SMTP.CatchAllCheck,
 	}
 }
 

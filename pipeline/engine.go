@@ -1,0 +1,373 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/resolve"
+)
+
+// Verdict is what the engine concluded about one distinct address.
+type Verdict struct {
+	Addr     input.Address
+	Status   string
+	Reason   string
+	Reply    *probe.Reply // the reply the verdict rests on, if any
+	MXHost   string
+	CatchAll *bool // nil when not determined
+	TLS      *bool // nil when no session was established
+	Attempts int
+	At       time.Time
+}
+
+// DomainGroup is the distinct, syntactically valid addresses of one domain.
+type DomainGroup struct {
+	Domain    string
+	Addresses []input.Address
+}
+
+// EngineStats counts what the engine did on the wire.
+type EngineStats struct {
+	Connections int // SMTP sessions established
+	MXHosts     int // hosts at least one session was established to
+}
+
+// engine resolves, routes and probes addresses; verify and find are front
+// ends that turn input rows into DomainGroups and Verdicts into output rows.
+type engine struct {
+	cfg    Config
+	res    *resolve.Resolver
+	router *router
+	slots  chan struct{}
+	out    chan<- Verdict
+	start  time.Time
+
+	// workCtx is the run's context, kept here because the router starts
+	// workers (and retry timers fire) where no caller's context is at hand.
+	workCtx     context.Context
+	workers     sync.WaitGroup
+	connections atomic.Int64
+
+	mu     sync.Mutex // guards domainState fields and timers
+	timers []*time.Timer
+}
+
+// domainState is what the engine knows about one domain during a run.
+type domainState struct {
+	name string
+	mail resolve.Mail
+
+	// Catch-all detection: one RCPT for a local part that cannot exist,
+	// asked in the same transaction as the domain's real recipients.
+	probePending bool
+	catchAll     *bool
+	held         []Verdict // acceptances waiting for the catch-all answer
+}
+
+// target is one distinct address on its way through the engine.
+type target struct {
+	addr      input.Address
+	dom       *domainState
+	catchAll  bool // the synthetic catch-all probe, not a user's address
+	mxIdx     int  // index into dom.mail.Hosts of the host it is routed to
+	tries     int  // RCPT commands sent for it
+	retries   int  // delayed retry rounds used
+	firstTry  time.Time
+	lastTLS   *bool
+	lastReply *probe.Reply
+}
+
+// probeEngine runs the engine over groups and sends exactly one Verdict per
+// address to out (which it does not close). It returns when every verdict is
+// sent or ctx ends; undecided addresses then get no verdict.
+func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups []DomainGroup, out chan<- Verdict) EngineStats {
+	cfg.setDefaults()
+	e := &engine{
+		cfg:     cfg,
+		res:     res,
+		slots:   make(chan struct{}, cfg.MaxConnections),
+		out:     out,
+		start:   time.Now(),
+		workCtx: ctx,
+	}
+	e.router = newRouter(&e.cfg, e.startWorker, e.hostGaveUp)
+	total := 0
+	for _, g := range groups {
+		total += len(g.Addresses)
+	}
+	e.router.expect(total)
+	e.resolveAll(ctx, groups)
+	e.router.producerDone()
+	select {
+	case <-e.router.allDone:
+	case <-ctx.Done():
+	}
+	e.router.stop()
+	e.mu.Lock()
+	for _, t := range e.timers {
+		t.Stop()
+	}
+	e.mu.Unlock()
+	e.workers.Wait()
+	return EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed()}
+}
+
+// resolveAll looks up every domain once and routes its addresses.
+func (e *engine) resolveAll(ctx context.Context, groups []DomainGroup) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.cfg.DNSWorkers)
+	for _, grp := range groups {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			dom := &domainState{name: grp.Domain}
+			targets := make([]*target, 0, len(grp.Addresses)+1)
+			for _, a := range grp.Addresses {
+				targets = append(targets, &target{addr: a, dom: dom})
+			}
+			mail, err := e.res.LookupMail(gctx, grp.Domain)
+			if err != nil {
+				if gctx.Err() != nil {
+					return nil // cancelled: leave the addresses undecided rather than misjudge them
+				}
+				status, reason := dnsVerdict(err)
+				for _, t := range targets {
+					e.emit(t, Verdict{Status: status, Reason: reason})
+				}
+				return nil
+			}
+			dom.mail = mail
+			if !e.cfg.NoCatchAllCheck {
+				// First in the queue, so it is asked before (or with) the
+				// real recipients and their acceptances wait little.
+				dom.probePending = true
+				e.router.expect(1)
+				targets = append([]*target{{addr: catchAllAddress(grp.Domain), dom: dom, catchAll: true}}, targets...)
+			}
+			e.router.add(targets)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// catchAllAddress makes a local part no real mailbox has.
+func catchAllAddress(domain string) input.Address {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 20)
+	for i := range b {
+		b[i] = letters[rand.IntN(len(letters))]
+	}
+	return input.Address{Local: "bv-" + string(b), Domain: domain}
+}
+
+func dnsVerdict(err error) (status, reason string) {
+	switch {
+	case errors.Is(err, resolve.ErrNXDomain):
+		return output.StatusInvalid, ReasonNXDomain
+	case errors.Is(err, resolve.ErrNullMX):
+		return output.StatusInvalid, ReasonNullMX
+	case errors.Is(err, resolve.ErrNoMailHost):
+		return output.StatusInvalid, ReasonNoMailHost
+	default:
+		return output.StatusUnknown, ReasonDNSError
+	}
+}
+
+// conclude is where every answer about a target arrives. A temporary answer
+// may send the target back for a delayed retry; anything else is final.
+func (e *engine) conclude(t *target, status, reason string, reply *probe.Reply, mxHost string) {
+	if delay, ok := e.retryDelay(t, status, reason, reply); ok {
+		t.retries++
+		t.mxIdx = 0
+		e.mu.Lock()
+		e.timers = append(e.timers, time.AfterFunc(delay, func() { e.router.add([]*target{t}) }))
+		e.mu.Unlock()
+		return
+	}
+	e.emit(t, Verdict{Status: status, Reason: reason, Reply: reply, MXHost: mxHost, TLS: t.lastTLS})
+}
+
+// retryDelay says whether a temporary answer is worth asking again later,
+// and after how long: the delay doubles each round, and the total wait of
+// one address stays within MaxWait.
+func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply) (time.Duration, bool) {
+	if status != output.StatusUnknown || t.retries >= e.cfg.RetryRounds || e.cfg.RetryDelay <= 0 {
+		return 0, false
+	}
+	temporary := false
+	switch {
+	case reply != nil:
+		temporary = reply.Transient()
+	default:
+		switch reason {
+		case ReasonConnectionFailed, ReasonConnectionLost, ReasonTimeout, ReasonDNSError, ReasonTemporary:
+			temporary = true
+		}
+	}
+	if !temporary {
+		return 0, false
+	}
+	delay := e.cfg.RetryDelay << t.retries
+	if t.firstTry.IsZero() {
+		t.firstTry = time.Now()
+	}
+	if time.Since(t.firstTry)+delay > e.cfg.MaxWait {
+		return 0, false
+	}
+	return delay, true
+}
+
+// hostGaveUp concludes a target none of whose MX hosts could be used.
+func (e *engine) hostGaveUp(t *target, f *hostFailure, host string) {
+	e.conclude(t, f.status, f.reason, f.reply, host)
+}
+
+// emit finishes t: catch-all probes settle their domain, acceptances wait for
+// that settlement, everything else goes out at once.
+func (e *engine) emit(t *target, v Verdict) {
+	v.Addr = t.addr
+	v.Attempts = t.tries
+	v.At = e.cfg.Now()
+	dom := t.dom
+	var release []Verdict
+	e.mu.Lock()
+	switch {
+	case t.catchAll:
+		dom.probePending = false
+		// Only a server's answer to the made-up address settles the
+		// question; a verdict from DNS or a failed connection does not.
+		switch {
+		case v.Reply == nil:
+		case v.Status == output.StatusDeliverable:
+			dom.catchAll = ptr(true)
+		case v.Status == output.StatusUndeliverable:
+			dom.catchAll = ptr(false)
+		}
+		release, dom.held = dom.held, nil
+	case dom.probePending && v.Status == output.StatusDeliverable:
+		dom.held = append(dom.held, v)
+		e.mu.Unlock()
+		e.router.done()
+		return
+	default:
+		release = []Verdict{v}
+	}
+	catchAll := dom.catchAll
+	e.mu.Unlock()
+
+	for _, r := range release {
+		r.CatchAll = catchAll
+		if r.CatchAll == nil && r.Reason == ReasonMailboxUnknown {
+			// A domain that refuses a mailbox does not accept everything.
+			r.CatchAll = ptr(false)
+		}
+		if r.Status == output.StatusDeliverable && catchAll != nil && *catchAll {
+			r.Status, r.Reason = output.StatusRisky, ReasonAcceptAll
+		}
+		e.out <- r
+	}
+	e.router.done()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Run verifies every row of src and writes one result per row to sink. It
+// returns when every row is written, or when ctx is cancelled or a fatal
+// error happens; in both of those cases what was decided is still written.
+func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Reader, sink output.Writer) (Summary, error) {
+	cfg.setDefaults()
+	start := time.Now()
+	sum := Summary{ByStatus: map[string]int{}, ByReason: map[string]int{}}
+
+	// Reading is a barrier by nature: grouping by domain needs every row,
+	// and a malformed file should fail before anything is probed.
+	b, err := readAll(src)
+	if err != nil {
+		return sum, err
+	}
+	sum.Rows = b.rows
+	sum.Addresses = len(b.byKey)
+	sum.Domains = len(b.groups)
+	if cfg.OnTotal != nil {
+		cfg.OnTotal(b.rows)
+	}
+
+	verdicts := make(chan Verdict, 256)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, &sum) })
+	var stats EngineStats
+	g.Go(func() error {
+		defer close(verdicts)
+		stats = probeEngine(gctx, cfg, res, b.groups, verdicts)
+		return nil
+	})
+	err = g.Wait()
+	sum.Connections = stats.Connections
+	sum.MXHosts = stats.MXHosts
+	sum.Duration = time.Since(start)
+	if err == nil {
+		err = ctx.Err()
+	}
+	return sum, err
+}
+
+// writeResults is the only goroutine that touches sink. After a write error
+// it keeps draining so that the engine never blocks, and reports the error.
+func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writer, sum *Summary) error {
+	var werr error
+	write := func(ref rowRef, res output.Result) {
+		if werr != nil {
+			return
+		}
+		res.Row = ref.row
+		if err := sink.Write(ref.fields, res); err != nil {
+			werr = fmt.Errorf("writing results: %w", err)
+			return
+		}
+		sum.ByStatus[res.Status]++
+		sum.ByReason[res.Reason]++
+		if cfg.OnResult != nil {
+			cfg.OnResult(res)
+		}
+	}
+	now := cfg.Now()
+	for _, inv := range b.invalid {
+		write(inv.ref, output.Result{Email: inv.raw, Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now})
+	}
+	for v := range verdicts {
+		res := output.Result{
+			Email:     v.Addr.String(),
+			Status:    v.Status,
+			Reason:    v.Reason,
+			MXHost:    v.MXHost,
+			CatchAll:  v.CatchAll,
+			TLS:       v.TLS,
+			Attempts:  v.Attempts,
+			CheckedAt: v.At,
+		}
+		if v.Reply != nil {
+			res.SMTPCode = v.Reply.Code
+			res.EnhancedCode = v.Reply.Enhanced
+			res.SMTPMessage = v.Reply.Text()
+		}
+		for _, ref := range b.byKey[v.Addr.String()] {
+			write(ref, res)
+		}
+	}
+	if err := sink.Flush(); err != nil && werr == nil {
+		werr = fmt.Errorf("writing results: %w", err)
+	}
+	return werr
+}
