@@ -94,6 +94,10 @@ func (c *concurrency) closed(h *hostState) {
 type transport interface {
 	net.Conn
 	reset() error
+	// sessionOver stops counting the connection as open once the client
+	// has said QUIT: the client may connect again as soon as it reads 221,
+	// before the server has got round to closing this one.
+	sessionOver()
 }
 
 // connEnv is what a listener needs from its Sim to build connection stacks.
@@ -151,7 +155,7 @@ func (l *trackingListener) release(c *hostConn) {
 	l.mu.Lock()
 	delete(l.conns, c)
 	l.mu.Unlock()
-	l.env.conc.closed(l.host)
+	c.sessionOver()
 }
 
 func (l *trackingListener) closeConns() {
@@ -189,6 +193,11 @@ type hostConn struct {
 	l        *trackingListener
 	once     sync.Once
 	closeErr error
+	over     sync.Once // the concurrency counters let go of it
+}
+
+func (c *hostConn) sessionOver() {
+	c.over.Do(func() { c.l.env.conc.closed(c.l.host) })
 }
 
 func (c *hostConn) Close() error {
@@ -329,6 +338,8 @@ func (c *delayConn) Close() error {
 	}
 	return nil
 }
+
+func (c *delayConn) sessionOver() { c.raw.sessionOver() }
 
 func (c *delayConn) reset() error {
 	c.mu.Lock()

@@ -176,6 +176,8 @@ func (c *smtpConn) command(n int) error {
 		return io.EOF
 	}
 	switch verb {
+	case "QUIT":
+		c.base.sessionOver()
 	case "RCPT":
 		c.rcpts++
 		if limit := c.host.resetAfterRcpts; limit > 0 && c.rcpts > limit {
