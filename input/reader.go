@@ -28,16 +28,20 @@ func autoColumns() []string {
 
 // Options controls how the CSV is read.
 type Options struct {
-	Column string // explicit column name to use for addresses (case-insensitive); "" = auto-detect
-	Comma  rune   // field separator, 0 = ','
+	Column string   // explicit column name to use for addresses (case-insensitive); "" = auto-detect
+	Comma  rune     // field separator, 0 = ','
+	Names  []string // names auto-detection looks for, in priority order; nil = the address column names
+	What   string   // what that column holds, for error messages; "" = address
 }
 
 // HeaderError means the header has no usable address column, or the file has
 // no header at all.
 type HeaderError struct {
-	Header []string // as read, BOM removed; nil for an empty file
-	Reason string   // HeaderEmpty, HeaderNoColumn or HeaderColumnNotFound
-	Column string   // the column asked for in Options.Column, if any
+	Header   []string // as read, BOM removed; nil for an empty file
+	Reason   string   // HeaderEmpty, HeaderNoColumn or HeaderColumnNotFound
+	Column   string   // the column asked for in Options.Column, if any
+	Accepted []string // the names auto-detection looked for
+	What     string   // what the missing column holds, for the message; "" = address
 }
 
 func (e *HeaderError) Error() string {
@@ -48,13 +52,21 @@ func (e *HeaderError) Error() string {
 	case HeaderColumnNotFound:
 		fmt.Fprintf(&b, "column %q not found in the header", clip(e.Column, 80))
 	default:
-		b.WriteString("no address column in the header")
+		what := e.What
+		if what == "" {
+			what = "address"
+		}
+		fmt.Fprintf(&b, "no %s column in the header", what)
 	}
 	b.WriteString("; columns found: ")
 	writeNames(&b, e.Header)
 	if e.Reason != HeaderColumnNotFound {
+		accepted := e.Accepted
+		if accepted == nil {
+			accepted = autoColumns()
+		}
 		fmt.Fprintf(&b, "; accepted names (any case): %s; or name the column explicitly",
-			strings.Join(autoColumns(), ", "))
+			strings.Join(accepted, ", "))
 	}
 	for _, h := range e.Header {
 		if _, err := ParseAddress(h); err == nil {
@@ -165,13 +177,20 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	}
 	header[0] = strings.TrimPrefix(header[0], bom)
 
-	col := findColumn(header, opts.Column)
+	names := opts.Names
+	if names == nil {
+		names = autoColumns()
+	}
+	if w := strings.TrimSpace(opts.Column); w != "" {
+		names = []string{w}
+	}
+	col := findColumn(header, names...)
 	if col < 0 {
 		reason := HeaderNoColumn
 		if strings.TrimSpace(opts.Column) != "" {
 			reason = HeaderColumnNotFound
 		}
-		return nil, &HeaderError{Header: header, Reason: reason, Column: opts.Column}
+		return nil, &HeaderError{Header: header, Reason: reason, Column: opts.Column, Accepted: opts.Names, What: opts.What}
 	}
 	return &Reader{csv: cr, header: header, col: col}, nil
 }
@@ -180,12 +199,9 @@ func validComma(r rune) bool {
 	return r != '"' && r != '\r' && r != '\n' && utf8.ValidRune(r) && r != utf8.RuneError
 }
 
-// findColumn returns the index of the address column, or -1.
-func findColumn(header []string, want string) int {
-	names := autoColumns()
-	if w := strings.TrimSpace(want); w != "" {
-		names = []string{w}
-	}
+// findColumn returns the index of the first of names in header
+// (case-insensitive, surrounding white space ignored), or -1.
+func findColumn(header []string, names ...string) int {
 	for _, name := range names {
 		for i, h := range header {
 			if strings.EqualFold(strings.TrimSpace(h), name) {
@@ -210,6 +226,10 @@ func (r *Reader) Header() []string { return slices.Clone(r.header) }
 
 // Column returns the index of the address column.
 func (r *Reader) Column() int { return r.col }
+
+// Lookup returns the index of the first of names in the header
+// (case-insensitive), or -1: for readers of other columns than the address.
+func (r *Reader) Lookup(names ...string) int { return findColumn(r.header, names...) }
 
 // Next returns the next record, io.EOF at the end, or a *ParseError for
 // malformed CSV. After an error every later call returns the same error: a

@@ -45,13 +45,18 @@ import "time"
 // to change those two expectations. Every probed domain except
 // catchall.test rejects a random local part, so only row 17 is catch_all.
 // DATA must never reach any host.
+//
+// examples/people.csv, for "bulkverify find", is answered from the same
+// world: acme.test uses first.last (ada.lovelace, grace.hopper, jose.nunez),
+// initech.test uses flast (pgibbons, mbolton), catchall.test accepts any
+// guess, nonexistent.test does not exist.
 func Example() World {
 	return World{
 		Domains: []Domain{
 			{
 				Name:      "acme.test",
 				MX:        []MX{{Preference: 10, Host: "mx1.acme.test"}, {Preference: 20, Host: "mx2.acme.test"}},
-				Mailboxes: []string{"alice", "bob", "carol", "dave"},
+				Mailboxes: []string{"alice", "bob", "carol", "dave", "ada.lovelace", "grace.hopper", "jose.nunez"},
 				Replies: map[string]Reply{
 					"full":    {Code: 552, Enhanced: "5.2.2", Message: "mailbox full"},
 					"blocked": {Code: 550, Enhanced: "5.7.1", Message: "policy rejection"},
@@ -65,7 +70,7 @@ func Example() World {
 			{
 				Name:      "initech.test",
 				MX:        []MX{{Preference: 10, Host: "mx.mailhost.test"}},
-				Mailboxes: []string{"peter", "milton", "samir"},
+				Mailboxes: []string{"peter", "milton", "samir", "pgibbons", "mbolton", "slumbergh", "slumbergh2"},
 			},
 			{
 				Name:      "implicit.test",

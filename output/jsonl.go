@@ -11,17 +11,14 @@ import (
 
 // JSONL writes results as JSON Lines: one object per input row,
 // {"input": {column: value, ...}, "row": ..., "email": ..., ...}.
-type JSONL struct {
+type JSONL = JSONLOf[Result]
+
+// JSONLOf writes rows of T as JSON Lines, T's fields next to "input".
+type JSONLOf[T Row[T]] struct {
 	w    *bufio.Writer
 	keys []string // input object keys, unique
 	buf  bytes.Buffer
 	enc  *json.Encoder
-}
-
-// jsonLine is one output line; Result's fields are promoted next to "input".
-type jsonLine struct {
-	Input inputObject `json:"input"`
-	Result
 }
 
 // inputObject marshals as a JSON object whose keys keep the header's order.
@@ -33,7 +30,12 @@ type inputObject struct {
 // so an empty or repeated header name becomes name_N (column_N when empty),
 // N being its 1-based column.
 func NewJSONL(w io.Writer, inputHeader []string) (*JSONL, error) {
-	j := &JSONL{w: bufio.NewWriter(w), keys: uniqueKeys(inputHeader)}
+	return NewJSONLOf[Result](w, inputHeader)
+}
+
+// NewJSONLOf is NewJSONL for any kind of row.
+func NewJSONLOf[T Row[T]](w io.Writer, inputHeader []string) (*JSONLOf[T], error) {
+	j := &JSONLOf[T]{w: bufio.NewWriter(w), keys: uniqueKeys(inputHeader)}
 	j.enc = json.NewEncoder(&j.buf)
 	j.enc.SetEscapeHTML(false) // addresses like <a@b> stay readable
 	return j, nil
@@ -62,23 +64,31 @@ func uniqueKeys(header []string) []string {
 
 // Write writes one line: the input fields (padded with "" or cut to the
 // header's length) under "input", then r with its server text sanitized.
-func (j *JSONL) Write(inputFields []string, r Result) error {
-	line := jsonLine{
-		Input:  inputObject{keys: j.keys, vals: fitFields(inputFields, len(j.keys), 0)},
-		Result: sanitized(r),
+func (j *JSONLOf[T]) Write(inputFields []string, r T) error {
+	input, err := inputObject{keys: j.keys, vals: fitFields(inputFields, len(j.keys), 0)}.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("output: encoding JSON row %d: %w", r.rowNumber(), err)
 	}
 	j.buf.Reset()
-	if err := j.enc.Encode(line); err != nil { // Encode ends the line with \n
-		return fmt.Errorf("output: encoding JSON row %d: %w", r.Row, err)
+	// The row's own object, with "input" spliced in as its first member.
+	if err := j.enc.Encode(r.clean()); err != nil { // Encode ends the line with \n
+		return fmt.Errorf("output: encoding JSON row %d: %w", r.rowNumber(), err)
 	}
-	if _, err := j.w.Write(j.buf.Bytes()); err != nil {
-		return fmt.Errorf("output: writing JSON row %d: %w", r.Row, err)
+	rest := j.buf.Bytes()[1:] // after the opening brace
+	if _, err := fmt.Fprintf(j.w, `{"input":%s`, input); err != nil {
+		return fmt.Errorf("output: writing JSON row %d: %w", r.rowNumber(), err)
+	}
+	if len(rest) > 2 { // not an empty object "}\n"
+		j.w.WriteByte(',')
+	}
+	if _, err := j.w.Write(rest); err != nil {
+		return fmt.Errorf("output: writing JSON row %d: %w", r.rowNumber(), err)
 	}
 	return nil
 }
 
 // Flush writes buffered lines to the underlying writer.
-func (j *JSONL) Flush() error {
+func (j *JSONLOf[T]) Flush() error {
 	if err := j.w.Flush(); err != nil {
 		return fmt.Errorf("output: flushing JSON Lines: %w", err)
 	}

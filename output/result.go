@@ -29,12 +29,7 @@ type Result struct {
 
 // ResultColumns returns the result column names in the order they are written,
 // after the input columns.
-func ResultColumns() []string {
-	return []string{
-		"row", "email", "status", "reason", "smtp_code", "enhanced_code",
-		"smtp_message", "mx_host", "catch_all", "tls", "attempts", "checked_at",
-	}
-}
+func ResultColumns() []string { return Columns[Result]() }
 
 // Limits, in runes, for server-supplied text.
 const (
@@ -43,14 +38,22 @@ const (
 	maxEnhancedRunes = 32  // "5.1.1" is 5; 3 digits . 3 digits . 3 digits is 11
 )
 
-// sanitized returns r with its server-supplied text made safe for a cell and
+func (r Result) rowNumber() int { return r.Row }
+
+// clean returns r with its server-supplied text made safe for a cell and
 // the time normalised, so both writers emit the same values.
-func sanitized(r Result) Result {
-	r.SMTPMessage = Sanitize(r.SMTPMessage, maxMessageRunes)
-	r.MXHost = Sanitize(r.MXHost, maxHostRunes)
-	r.EnhancedCode = Sanitize(r.EnhancedCode, maxEnhancedRunes)
-	r.CheckedAt = r.CheckedAt.UTC().Truncate(time.Second)
+func (r Result) clean() Result {
+	cleanServerText(&r.SMTPMessage, &r.MXHost, &r.EnhancedCode, &r.CheckedAt)
 	return r
+}
+
+// cleanServerText makes the server-supplied text of a row safe for a cell
+// and normalises its time, for every kind of row alike.
+func cleanServerText(message, host, enhanced *string, at *time.Time) {
+	*message = Sanitize(*message, maxMessageRunes)
+	*host = Sanitize(*host, maxHostRunes)
+	*enhanced = Sanitize(*enhanced, maxEnhancedRunes)
+	*at = at.UTC().Truncate(time.Second)
 }
 
 // fitFields returns fields padded with "" or cut to n, in a new slice with

@@ -3,10 +3,7 @@ package output
 // Writer writes one output row per input row. Implementations buffer; call
 // Flush to push rows to the underlying writer (and to learn of write errors).
 // They are not safe for concurrent use.
-type Writer interface {
-	Write(inputFields []string, r Result) error
-	Flush() error // flush buffered rows to the underlying writer
-}
+type Writer = RowWriter[Result]
 
 var (
 	_ Writer = (*CSV)(nil)

@@ -28,7 +28,6 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	over := &sf.over
 	fs.StringVar(&sf.configPath, "config", os.Getenv("BULKVERIFY_CONFIG"), "config `FILE` (default $BULKVERIFY_CONFIG; see \"bulkverify config\")")
 	fs.BoolVar(&sf.sandbox, "sandbox", false, "use the built-in simulated mail world (no internet needed)")
-	fs.StringVar(&over.Input.Column, "column", over.Input.Column, "name of the address `column` (default: detect)")
 	fs.StringVar(&over.DNS.Resolver, "resolver", over.DNS.Resolver, "DNS resolver `host:port` (default: /etc/resolv.conf)")
 	fs.StringVar(&over.SMTP.HeloName, "helo", over.SMTP.HeloName, "`name` sent in EHLO/HELO (default: host name)")
 	fs.StringVar(&over.SMTP.MailFrom, "mail-from", over.SMTP.MailFrom, "envelope sender `address` for MAIL FROM (default: null sender <>)")

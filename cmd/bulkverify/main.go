@@ -35,11 +35,13 @@ const usage = `bulkverify checks e-mail addresses in bulk by asking their mail e
 
 Usage:
   bulkverify verify [flags] INPUT.csv     verify the addresses of a CSV file ("-" = stdin)
+  bulkverify find [flags] PEOPLE.csv      find the existing address of each person (name + domain)
   bulkverify probe [flags] ADDRESS        ask about one address, optionally showing the SMTP dialogue
   bulkverify config                       print the documented default config file
+  bulkverify patterns                     print the documented default address patterns of find
   bulkverify help [command]
 
-Run "bulkverify verify -h" for the flags of verify.
+Run "bulkverify COMMAND -h" for the flags of a command.
 `
 
 // run is main without the process: it takes its streams and returns the exit
@@ -52,13 +54,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "verify":
 		return runVerify(ctx, args[1:], stdin, stdout, stderr)
+	case "find":
+		return runFind(ctx, args[1:], stdin, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(stdout, stderr)
+	case "patterns":
+		return runPatterns(stdout, stderr)
 	case "help", "-h", "--help", "-help":
-		if len(args) > 1 && args[1] == "verify" {
-			return runVerify(ctx, []string{"-h"}, stdin, stdout, stderr)
+		if len(args) > 1 {
+			switch args[1] {
+			case "verify", "find", "probe":
+				return run(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
+			}
 		}
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -182,3 +182,43 @@ func TestInterruptedExitCode(t *testing.T) {
 		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, stderr.String())
 	}
 }
+
+func TestFindSandboxExample(t *testing.T) {
+	dir := t.TempDir()
+	out, cands := filepath.Join(dir, "found.csv"), filepath.Join(dir, "candidates.csv")
+	code, _, stderr := runCLI(t, "", "find", "--sandbox", "../../examples/people.csv", "-o", out, "--candidates", cands, "--progress", "off")
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readCSV(t, string(data))
+	if len(rows) != 9 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	byRow := map[string]map[string]string{}
+	for _, r := range rows {
+		byRow[r["row"]] = r
+	}
+	want := map[string]string{
+		"1": "ada.lovelace@acme.test high", "3": "jose.nunez@acme.test high", "5": "mbolton@initech.test high",
+		"4": "pgibbons@initech.test medium", "7": "any.body@catchall.test low", "8": " ", "9": " ",
+	}
+	for row, w := range want {
+		if got := byRow[row]["email"] + " " + byRow[row]["confidence"]; got != w {
+			t.Errorf("row %s: %q, want %q", row, got, w)
+		}
+	}
+	if data, err := os.ReadFile(cands); err != nil || len(readCSV(t, string(data))) < 100 {
+		t.Errorf("candidate file: %v, %d bytes", err, len(data))
+	}
+}
+
+func TestFindNeedsNames(t *testing.T) {
+	code, _, stderr := runCLI(t, "email,domain\na@b.test,b.test\n", "find", "--sandbox", "-")
+	if code != exitUsage || !strings.Contains(stderr, "no name column") {
+		t.Errorf("exit %d, stderr:\n%s", code, stderr)
+	}
+}

@@ -18,34 +18,38 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
+	"github.com/bulkverify/bulkverify/resolve"
 )
 
-// verifyFlags are the flags of "bulkverify verify" beyond the shared ones.
-type verifyFlags struct {
+// runFlags are the flags of the commands that process a whole file
+// (verify, find) beyond the shared ones.
+type runFlags struct {
 	output, format, progress string
 	shared                   *sharedFlags
 }
 
-func newVerifyFlagSet(stderr io.Writer) (*flag.FlagSet, *verifyFlags) {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *runFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	vf := &verifyFlags{}
-	fs.StringVar(&vf.output, "o", "-", "output file (`FILE`, \"-\" = stdout)")
-	fs.StringVar(&vf.output, "output", "-", "same as -o")
-	fs.StringVar(&vf.format, "format", "csv", "output format: csv or jsonl")
-	fs.StringVar(&vf.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on, off")
-	vf.shared = addSharedFlags(fs)
-	fs.IntVar(&vf.shared.over.Limits.MaxConnections, "max-connections", vf.shared.over.Limits.MaxConnections, "simultaneous SMTP connections in total")
-	fs.IntVar(&vf.shared.over.Limits.MaxConnectionsPerMX, "max-per-mx", vf.shared.over.Limits.MaxConnectionsPerMX, "simultaneous SMTP connections per MX host")
-	fs.IntVar(&vf.shared.over.Limits.RcptPerTransaction, "rcpt-per-transaction", vf.shared.over.Limits.RcptPerTransaction, "RCPT TO per transaction before RSET")
-	fs.IntVar(&vf.shared.over.Limits.RcptPerConnection, "rcpt-per-connection", vf.shared.over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
-	fs.Float64Var(&vf.shared.over.Limits.RcptPerSecondPerMX, "rcpt-rate", vf.shared.over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
-	fs.DurationVar(&vf.shared.over.Retry.MaxWait, "max-wait", vf.shared.over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
+	rf := &runFlags{}
+	fs.StringVar(&rf.output, "o", "-", "output file (`FILE`, \"-\" = stdout)")
+	fs.StringVar(&rf.output, "output", "-", "same as -o")
+	fs.StringVar(&rf.format, "format", "csv", "output format: csv or jsonl")
+	fs.StringVar(&rf.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on, off")
+	rf.shared = addSharedFlags(fs)
+	over := &rf.shared.over
+	fs.StringVar(&over.Input.Column, "column", over.Input.Column, "name of the input `column` to read (default: detect)")
+	fs.IntVar(&over.Limits.MaxConnections, "max-connections", over.Limits.MaxConnections, "simultaneous SMTP connections in total")
+	fs.IntVar(&over.Limits.MaxConnectionsPerMX, "max-per-mx", over.Limits.MaxConnectionsPerMX, "simultaneous SMTP connections per MX host")
+	fs.IntVar(&over.Limits.RcptPerTransaction, "rcpt-per-transaction", over.Limits.RcptPerTransaction, "RCPT TO per transaction before RSET")
+	fs.IntVar(&over.Limits.RcptPerConnection, "rcpt-per-connection", over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
+	fs.Float64Var(&over.Limits.RcptPerSecondPerMX, "rcpt-rate", over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
+	fs.DurationVar(&over.Retry.MaxWait, "max-wait", over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: bulkverify verify [flags] INPUT.csv\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", usageLine)
 		fs.PrintDefaults()
 	}
-	return fs, vf
+	return fs, rf
 }
 
 // parseInterspersed lets flags come after the input file, as in
@@ -70,7 +74,34 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, vf := newVerifyFlagSet(stderr)
+	fs, rf := newRunFlagSet("verify", "bulkverify verify [flags] INPUT.csv", stderr)
+	return runFile(ctx, fs, rf, args, stdin, stdout, stderr, func(ctx context.Context, cfg configs.Config) job {
+		return job{
+			input: input.Options{Column: cfg.Input.Column},
+			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, out io.Writer, tick func()) (pipeline.Summary, error) {
+				sink, err := newRowWriter[output.Result](rf.format, out, src.Header())
+				if err != nil {
+					return pipeline.Summary{}, fmt.Errorf("writing %s: %w", rf.output, err)
+				}
+				pcfg.OnResult = func(output.Result) { tick() }
+				return pipeline.Run(ctx, pcfg, res, src, sink)
+			},
+		}
+	})
+}
+
+// job is what differs between the commands that process a whole file.
+type job struct {
+	input input.Options
+	run   func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, out io.Writer, tick func()) (pipeline.Summary, error)
+	err   error // a problem found while preparing the job (e.g. a bad patterns file)
+}
+
+// runFile parses the flags and runs the job that makeJob builds over the one
+// input file named on the command line, with the progress bar, the summary
+// and the exit code every such command has.
+func runFile(ctx context.Context, fs *flag.FlagSet, rf *runFlags, args []string, stdin io.Reader, stdout, stderr io.Writer,
+	makeJob func(context.Context, configs.Config) job) int {
 	positional, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -79,28 +110,32 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitUsage // the flag package has printed the problem
 	}
 	if len(positional) != 1 {
-		fmt.Fprintf(stderr, "bulkverify verify: want exactly one input file, got %d\n", len(positional))
+		fmt.Fprintf(stderr, "bulkverify %s: want exactly one input file, got %d\n", fs.Name(), len(positional))
 		fs.Usage()
 		return exitUsage
 	}
-	err = verify(ctx, vf, fs, positional[0], stdin, stdout, stderr)
+	err = runJob(ctx, rf, fs, positional[0], stdin, stdout, stderr, makeJob)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkverify: %v\n", err)
 	}
 	return exitCode(ctx, err)
 }
 
-func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, inPath string,
-	stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg, err := vf.shared.config(fs)
+func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, stdin io.Reader, stdout, stderr io.Writer,
+	makeJob func(context.Context, configs.Config) job) error {
+	cfg, err := rf.shared.config(fs)
 	if err != nil {
 		return err
 	}
-	if vf.format != "csv" && vf.format != "jsonl" {
-		return usageError{fmt.Errorf("unknown --format %q (want csv or jsonl)", vf.format)}
+	if rf.format != "csv" && rf.format != "jsonl" {
+		return usageError{fmt.Errorf("unknown --format %q (want csv or jsonl)", rf.format)}
+	}
+	j := makeJob(ctx, cfg)
+	if j.err != nil {
+		return j.err
 	}
 
-	stopSandbox, err := vf.shared.prepare(ctx, &cfg, stderr)
+	stopSandbox, err := rf.shared.prepare(ctx, &cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -111,7 +146,7 @@ func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, inPath strin
 		return usageError{err}
 	}
 	defer closeIn()
-	src, err := input.NewReader(in, input.Options{Column: cfg.Input.Column})
+	src, err := input.NewReader(in, j.input)
 	if err != nil {
 		return usageError{fmt.Errorf("%s: %w", inPath, err)}
 	}
@@ -121,32 +156,21 @@ func verify(ctx context.Context, vf *verifyFlags, fs *flag.FlagSet, inPath strin
 		return err
 	}
 
-	out, closeOut, err := openOutput(vf.output, stdout)
+	out, closeOut, err := openOutput(rf.output, stdout)
 	if err != nil {
 		return usageError{err}
 	}
-	var sink output.Writer
-	if vf.format == "jsonl" {
-		sink, err = output.NewJSONL(out, src.Header())
-	} else {
-		sink, err = output.NewCSV(out, src.Header())
-	}
-	if err != nil {
-		closeOut()
-		return fmt.Errorf("writing %s: %w", vf.output, err)
-	}
-
 	pcfg := pipelineConfig(cfg)
-	bar := newProgress(vf.progress, stderr)
+	bar := newProgress(rf.progress, stderr)
 	pcfg.OnTotal = bar.start
-	pcfg.OnResult = bar.row
-	summary, runErr := pipeline.Run(ctx, pcfg, res, src, sink)
+	summary, runErr := j.run(ctx, pcfg, res, src, out, bar.row)
 	bar.finish()
 	if err := closeOut(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("writing %s: %w", vf.output, err)
+		runErr = fmt.Errorf("writing %s: %w", rf.output, err)
 	}
 	var pe *input.ParseError
-	if errors.As(runErr, &pe) {
+	var he *input.HeaderError
+	if errors.As(runErr, &pe) || errors.As(runErr, &he) {
 		runErr = usageError{fmt.Errorf("%s: %w", inPath, runErr)}
 	}
 	printSummary(stderr, summary)
@@ -251,7 +275,7 @@ func (p *progress) start(total int) {
 	)
 }
 
-func (p *progress) row(output.Result) {
+func (p *progress) row() {
 	if p.bar != nil {
 		p.bar.Add(1)
 	}

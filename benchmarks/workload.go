@@ -1,0 +1,311 @@
+package benchmarks
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bulkverify/bulkverify/mailsim"
+	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/pipeline"
+	"github.com/bulkverify/bulkverify/probe"
+)
+
+// Workload is one benchmark world and the limits both strategies run under.
+//
+// The world has Domains domains "d<i>.test", each with one MX record naming
+// one of Hosts hosts "mx<k>.test". Domains are shared out over hosts by a
+// Zipf law of exponent Skew (host k gets a share proportional to
+// 1/(k+1)^Skew, every host at least one domain), so a few hosts serve many
+// domains, as the big providers' MX hosts do; Skew 0 shares them evenly.
+// Row j of the input is "u<j/Domains>@d<j%Domains>.test", so consecutive rows
+// go to different domains, and local parts with an even number exist. Every
+// CatchAllEvery-th domain accepts every local part.
+type Workload struct {
+	Name          string
+	Addresses     int
+	Domains       int
+	Hosts         int
+	Skew          float64
+	CatchAllEvery int    // 0 = no accept-all domains
+	Seed          uint64 // shuffles which domain lands on which host
+
+	RTT time.Duration // every SMTP reply and DNS answer is delayed this long
+
+	MaxConnections        int // in total; also the naive strategy's number of workers
+	MaxConnectionsPerHost int
+	RcptPerTransaction    int
+	RcptPerConnection     int
+	NoCatchAllCheck       bool
+}
+
+// L1 is the latency-bound workload of issue 6: 20,000 addresses over 400
+// domains on 80 MX hosts, 20 ms round trips, two connections per host.
+func L1() Workload {
+	return Workload{
+		Name: "L1", Addresses: 20000, Domains: 400, Hosts: 80, Skew: 1, CatchAllEvery: 20, Seed: 1,
+		RTT:            20 * time.Millisecond,
+		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
+	}
+}
+
+// C1 is the CPU-bound workload of issue 6: 1,000,000 addresses over 10,000
+// domains, no latency. Domains are spread evenly over 100 hosts so that the
+// per-host connection cap is not what limits it.
+func C1() Workload {
+	return Workload{
+		Name: "C1", Addresses: 1000000, Domains: 10000, Hosts: 100, Skew: 0, CatchAllEvery: 20, Seed: 1,
+		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
+	}
+}
+
+// maxHosts is how many host addresses 127.77.a.b the world can number.
+const maxHosts = 250 * 250
+
+// ErrBadWorkload is wrapped by Validate's errors.
+var ErrBadWorkload = errors.New("benchmarks: bad workload")
+
+// Validate reports a workload that cannot be built or run.
+func (w Workload) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w %s: %s", ErrBadWorkload, w.Name, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case w.Addresses < 1:
+		return bad("addresses %d < 1", w.Addresses)
+	case w.Domains < 1 || w.Domains > w.Addresses:
+		return bad("domains %d must be between 1 and the number of addresses %d", w.Domains, w.Addresses)
+	case w.Hosts < 1 || w.Hosts > w.Domains || w.Hosts > maxHosts:
+		return bad("hosts %d must be between 1 and min(domains %d, %d)", w.Hosts, w.Domains, maxHosts)
+	case w.Skew < 0 || math.IsNaN(w.Skew) || math.IsInf(w.Skew, 0):
+		return bad("skew %v must be a finite number >= 0", w.Skew)
+	case w.CatchAllEvery < 0:
+		return bad("catch-all-every %d < 0", w.CatchAllEvery)
+	case w.RTT < 0:
+		return bad("negative RTT %v", w.RTT)
+	case w.MaxConnections < 1 || w.MaxConnectionsPerHost < 1:
+		return bad("connection limits must be >= 1")
+	case w.RcptPerTransaction < 1 || w.RcptPerConnection < 1:
+		return bad("recipient limits must be >= 1")
+	}
+	return nil
+}
+
+// HostName is the name of host k.
+func HostName(k int) string { return "mx" + strconv.Itoa(k) + ".test" }
+
+// DomainName is the name of domain i.
+func DomainName(i int) string { return "d" + strconv.Itoa(i) + ".test" }
+
+// hostIP numbers host k inside 127.77.0.0/16, clear of the 127.0.0.x
+// addresses tests and the sandbox use.
+func hostIP(k int) string {
+	return "127.77." + strconv.Itoa(1+k/250) + "." + strconv.Itoa(1+k%250)
+}
+
+// DomainsPerHost is how many domains each host serves: the Zipf shares,
+// rounded by largest remainder, with at least one domain per host.
+func (w Workload) DomainsPerHost() []int {
+	weights := make([]float64, w.Hosts)
+	sum := 0.0
+	for k := range weights {
+		weights[k] = 1 / math.Pow(float64(k+1), w.Skew)
+		sum += weights[k]
+	}
+	// Every host gets one domain first; the rest goes by share.
+	counts := make([]int, w.Hosts)
+	rest := w.Domains - w.Hosts
+	type rem struct {
+		k    int
+		frac float64
+	}
+	rems := make([]rem, w.Hosts)
+	given := 0
+	for k := range counts {
+		exact := float64(rest) * weights[k] / sum
+		whole := int(math.Floor(exact))
+		counts[k] = 1 + whole
+		given += whole
+		rems[k] = rem{k, exact - float64(whole)}
+	}
+	slices.SortStableFunc(rems, func(a, b rem) int {
+		switch {
+		case a.frac > b.frac:
+			return -1
+		case a.frac < b.frac:
+			return 1
+		}
+		return a.k - b.k
+	})
+	for i := 0; given < rest; i++ {
+		counts[rems[i%len(rems)].k]++
+		given++
+	}
+	return counts
+}
+
+// HostOfDomain maps each domain to its host, the hosts' shares shuffled over
+// the domains so that a big host's domains are spread through the input.
+func (w Workload) HostOfDomain() []int {
+	counts := w.DomainsPerHost()
+	hostOf := make([]int, 0, w.Domains)
+	for k, n := range counts {
+		for range n {
+			hostOf = append(hostOf, k)
+		}
+	}
+	rng := rand.New(rand.NewPCG(w.Seed, 0x62756c6b))
+	rng.Shuffle(len(hostOf), func(i, j int) { hostOf[i], hostOf[j] = hostOf[j], hostOf[i] })
+	return hostOf
+}
+
+// addressesOf is how many input rows domain i has.
+func (w Workload) addressesOf(i int) int {
+	n := w.Addresses / w.Domains
+	if i < w.Addresses%w.Domains {
+		n++
+	}
+	return n
+}
+
+func (w Workload) catchAll(i int) bool {
+	return w.CatchAllEvery > 0 && i%w.CatchAllEvery == w.CatchAllEvery-1
+}
+
+// World builds the simulated world of the workload.
+func (w Workload) World() mailsim.World {
+	hostOf := w.HostOfDomain()
+	world := mailsim.World{
+		Domains: make([]mailsim.Domain, w.Domains),
+		Hosts:   make([]mailsim.Host, w.Hosts),
+	}
+	for k := range world.Hosts {
+		world.Hosts[k] = mailsim.Host{Name: HostName(k), IP: hostIP(k)}
+	}
+	for i := range world.Domains {
+		d := mailsim.Domain{
+			Name:     DomainName(i),
+			MX:       []mailsim.MX{{Preference: 10, Host: HostName(hostOf[i])}},
+			CatchAll: w.catchAll(i),
+		}
+		if !d.CatchAll {
+			n := w.addressesOf(i)
+			d.Mailboxes = make([]string, 0, (n+1)/2)
+			for u := 0; u < n; u += 2 {
+				d.Mailboxes = append(d.Mailboxes, "u"+strconv.Itoa(u))
+			}
+		}
+		world.Domains[i] = d
+	}
+	return world
+}
+
+// Email is the address of input row j (0-based).
+func (w Workload) Email(j int) string {
+	return "u" + strconv.Itoa(j/w.Domains) + "@" + DomainName(j%w.Domains)
+}
+
+// Expect is the verdict the world implies for an address of the workload:
+// status and reason as bulkverify writes them. ok is false for an address
+// the workload does not generate.
+func (w Workload) Expect(email string) (status, reason string, ok bool) {
+	local, domain, found := strings.Cut(email, "@")
+	if !found || !strings.HasPrefix(local, "u") || !strings.HasPrefix(domain, "d") || !strings.HasSuffix(domain, ".test") {
+		return "", "", false
+	}
+	u, err1 := strconv.Atoi(local[1:])
+	i, err2 := strconv.Atoi(strings.TrimSuffix(domain[1:], ".test"))
+	if err1 != nil || err2 != nil || i < 0 || i >= w.Domains || u < 0 || u >= w.addressesOf(i) {
+		return "", "", false
+	}
+	switch {
+	case w.catchAll(i) && !w.NoCatchAllCheck:
+		return output.StatusRisky, pipeline.ReasonAcceptAll, true
+	case w.catchAll(i) || u%2 == 0:
+		return output.StatusDeliverable, pipeline.ReasonAccepted, true
+	}
+	return output.StatusUndeliverable, pipeline.ReasonMailboxUnknown, true
+}
+
+// RecipientsPerHost is how many RCPT commands bulkverify must send to each
+// host: its domains' addresses plus, with the catch-all check, one made-up
+// address per domain.
+func (w Workload) RecipientsPerHost() []int {
+	hostOf := w.HostOfDomain()
+	r := make([]int, w.Hosts)
+	for i, k := range hostOf {
+		r[k] += w.addressesOf(i)
+		if !w.NoCatchAllCheck {
+			r[k]++
+		}
+	}
+	return r
+}
+
+// Rows returns the input CSV, generated as it is read: a header "email" and
+// one row per address, so that a million rows never sit in memory here.
+func (w Workload) Rows() io.Reader {
+	return &rowReader{w: w, buf: []byte("email\n")}
+}
+
+type rowReader struct {
+	w   Workload
+	j   int    // next row to generate
+	buf []byte // generated, not yet read
+}
+
+func (r *rowReader) Read(p []byte) (int, error) {
+	for len(r.buf) < len(p) && r.j < r.w.Addresses {
+		r.buf = append(r.buf, 'u')
+		r.buf = strconv.AppendInt(r.buf, int64(r.j/r.w.Domains), 10)
+		r.buf = append(r.buf, "@d"...)
+		r.buf = strconv.AppendInt(r.buf, int64(r.j%r.w.Domains), 10)
+		r.buf = append(r.buf, ".test\n"...)
+		r.j++
+	}
+	if len(r.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[:copy(r.buf, r.buf[n:])]
+	return n, nil
+}
+
+// probeConfig is the SMTP client configuration of both strategies: generous
+// timeouts, so that only the simulated latency sets the pace.
+func probeConfig() probe.Config {
+	return probe.Config{
+		HeloName:        "bench.bulkverify.test",
+		MailFrom:        "verify@bulkverify.test",
+		ConnectTimeout:  10 * time.Second,
+		GreetingTimeout: 30 * time.Second,
+		CommandTimeout:  30 * time.Second,
+	}
+}
+
+// PipelineConfig is the bulkverify configuration the workload runs with:
+// the CLI's defaults except the limits of the workload, no RCPT rate limit
+// and no delayed retries (the world has no temporary failures).
+func (w Workload) PipelineConfig(smtpPort int) pipeline.Config {
+	return pipeline.Config{
+		Probe:                 probeConfig(),
+		SMTPPort:              smtpPort,
+		IdleTimeout:           2 * time.Second,
+		MaxConnections:        w.MaxConnections,
+		MaxConnectionsPerHost: w.MaxConnectionsPerHost,
+		NewConnectionBacklog:  50,
+		RcptPerTransaction:    w.RcptPerTransaction,
+		RcptPerConnection:     w.RcptPerConnection,
+		MaxAttempts:           3,
+		DNSWorkers:            32,
+		RcptRate:              0,
+		RetryDelay:            0,
+		NoCatchAllCheck:       w.NoCatchAllCheck,
+	}
+}
