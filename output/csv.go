@@ -49,15 +49,32 @@ func NewCSV(w io.Writer, inputHeader []string) (*CSV, error) {
 
 // NewCSVOf is NewCSV for any kind of row.
 func NewCSVOf[T Row[T]](w io.Writer, inputHeader []string) (*CSVOf[T], error) {
+	return newCSV[T](w, inputHeader, true)
+}
+
+// AppendCSVOf continues a CSV file that already has its header, as after
+// Recover.
+func AppendCSVOf[T Row[T]](w io.Writer, inputHeader []string) (*CSVOf[T], error) {
+	return newCSV[T](w, inputHeader, false)
+}
+
+// CSVHeader is the header line a CSV writer of T writes after inputHeader.
+func CSVHeader[T Row[T]](inputHeader []string) []string {
+	cols := Columns[T]()
+	return append(fitFields(inputHeader, len(inputHeader), len(cols)), cols...)
+}
+
+func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool) (*CSVOf[T], error) {
 	cw := csv.NewWriter(w)
 	cols := Columns[T]()
-	header := append(fitFields(inputHeader, len(inputHeader), len(cols)), cols...)
-	if err := cw.Write(header); err != nil {
-		return nil, fmt.Errorf("output: writing CSV header: %w", err)
-	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		return nil, fmt.Errorf("output: writing CSV header: %w", err)
+	if writeHeader {
+		if err := cw.Write(CSVHeader[T](inputHeader)); err != nil {
+			return nil, fmt.Errorf("output: writing CSV header: %w", err)
+		}
+		cw.Flush()
+		if err := cw.Error(); err != nil {
+			return nil, fmt.Errorf("output: writing CSV header: %w", err)
+		}
 	}
 
 	row := &prefixWriter{cw: cw}

@@ -293,15 +293,16 @@ func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Read
 
 	// Reading is a barrier by nature: grouping by domain needs every row,
 	// and a malformed file should fail before anything is probed.
-	b, err := readAll(src)
+	b, err := readAll(src, cfg.Skip)
 	if err != nil {
 		return sum, err
 	}
 	sum.Rows = b.rows
+	sum.Skipped = b.skipped
 	sum.Addresses = len(b.byKey)
 	sum.Domains = len(b.groups)
 	if cfg.OnTotal != nil {
-		cfg.OnTotal(b.rows)
+		cfg.OnTotal(b.rows - b.skipped)
 	}
 
 	verdicts := make(chan Verdict, 256)
@@ -346,7 +347,20 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 	for _, inv := range b.invalid {
 		write(inv.ref, output.Result{Email: inv.raw, Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now})
 	}
-	for v := range verdicts {
+	ticker := time.NewTicker(cfg.FlushInterval)
+	defer ticker.Stop()
+	for {
+		var v Verdict
+		var ok bool
+		select {
+		case v, ok = <-verdicts:
+		case <-ticker.C:
+			checkpoint(cfg, sink, &werr)
+			continue
+		}
+		if !ok {
+			break
+		}
 		res := output.Result{
 			Email:     v.Addr.String(),
 			Status:    v.Status,
@@ -366,8 +380,21 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 			write(ref, res)
 		}
 	}
-	if err := sink.Flush(); err != nil && werr == nil {
-		werr = fmt.Errorf("writing results: %w", err)
-	}
+	checkpoint(cfg, sink, &werr)
 	return werr
+}
+
+// checkpoint pushes the rows written so far to the output and makes them
+// durable, so that a crash loses at most one interval of work.
+func checkpoint[T output.Row[T]](cfg Config, sink output.RowWriter[T], werr *error) {
+	if *werr != nil {
+		return
+	}
+	err := sink.Flush()
+	if err == nil && cfg.Checkpoint != nil {
+		err = cfg.Checkpoint()
+	}
+	if err != nil {
+		*werr = fmt.Errorf("writing results: %w", err)
+	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	CommandPause    time.Duration // pause before each command (or pipelined batch)
 	NoCatchAllCheck bool          // skip the one-RCPT-per-domain accept-all check
 
+	Skip          func(row int) bool // rows to leave out: already in the output of an earlier run
+	FlushInterval time.Duration      // results are flushed (and Checkpoint called) at least this often; 0 = 1s
+	Checkpoint    func() error       // after each periodic flush, e.g. fsync of the output file
+
 	Now      func() time.Time    // nil = time.Now
 	OnTotal  func(rows int)      // called once, when the input has been read
 	OnResult func(output.Result) // called for every row written, from one goroutine
@@ -64,6 +68,9 @@ func (c *Config) setDefaults() {
 	if c.RetryRounds < 0 {
 		c.RetryRounds = 0
 	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = time.Second
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -71,14 +78,15 @@ func (c *Config) setDefaults() {
 
 // Summary counts what one run did.
 type Summary struct {
-	Rows        int
-	Addresses   int // distinct addresses probed or judged
-	Domains     int
-	MXHosts     int // hosts at least one connection was established to
-	Connections int // SMTP sessions established
-	ByStatus    map[string]int
-	ByReason    map[string]int
-	Duration    time.Duration
+	Rows        int            `json:"rows"`        // rows read this run
+	Skipped     int            `json:"skipped"`     // rows left out because an earlier run decided them
+	Addresses   int            `json:"addresses"`   // distinct addresses probed or judged
+	Domains     int            `json:"domains"`     // distinct domains
+	MXHosts     int            `json:"mx_hosts"`    // hosts at least one connection was established to
+	Connections int            `json:"connections"` // SMTP sessions established
+	ByStatus    map[string]int `json:"by_status"`
+	ByReason    map[string]int `json:"by_reason"`
+	Duration    time.Duration  `json:"duration_ns"`
 }
 
 // rowRef is one input row waiting for the verdict on its address.
@@ -97,12 +105,13 @@ type invalidRow struct {
 // batch is the whole input, grouped.
 type batch struct {
 	rows    int
+	skipped int
 	invalid []invalidRow
 	groups  []DomainGroup       // distinct addresses by domain, in order of first appearance
 	byKey   map[string][]rowRef // address -> the rows that asked for it
 }
 
-func readAll(src *input.Reader) (batch, error) {
+func readAll(src *input.Reader, skip func(int) bool) (batch, error) {
 	b := batch{byKey: map[string][]rowRef{}}
 	domIdx := map[string]int{}
 	for {
@@ -114,6 +123,10 @@ func readAll(src *input.Reader) (batch, error) {
 			return b, fmt.Errorf("reading input: %w", err)
 		}
 		b.rows++
+		if skip != nil && skip(rec.Row) {
+			b.skipped++
+			continue
+		}
 		ref := rowRef{row: rec.Row, fields: rec.Fields}
 		addr, perr := input.ParseAddress(rec.Email)
 		if rec.Ragged || perr != nil {

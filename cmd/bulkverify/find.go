@@ -39,11 +39,21 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return job{err: usageError{fmt.Errorf("--top %d: want 0 (all) or more", ff.top)}}
 		}
 		in := input.Options{Column: cfg.Input.Column, Names: pipeline.FindDomainColumns(), What: "domain"}
-		return job{input: in, run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, out io.Writer, tick func()) (sum pipeline.Summary, err error) {
-			sink, err := newRowWriter[output.FindResult](rf.format, out, src.Header())
+		if rf.resume {
+			return job{err: usageError{fmt.Errorf("--resume is not supported by find yet: run it again")}}
+		}
+		return job{input: in, run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
+			out, err := openSink[output.FindResult](rf, src.Header(), stdout)
 			if err != nil {
-				return sum, fmt.Errorf("writing %s: %w", rf.output, err)
+				return sum, err
 			}
+			defer func() {
+				if cerr := out.close(); cerr != nil && err == nil {
+					err = fmt.Errorf("writing %s: %w", rf.output, cerr)
+				}
+			}()
+			sink := out.sink
+			pcfg.Checkpoint = out.sync
 			fc := pipeline.FindConfig{Patterns: patterns, TopK: ff.top, OnResult: func(output.FindResult) { tick() }}
 			if ff.candidates != "" {
 				f, err := os.Create(ff.candidates)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 // (verify, find) beyond the shared ones.
 type runFlags struct {
 	output, format, progress string
+	summary                  string
+	resume, keepOrder        bool
 	shared                   *sharedFlags
 }
 
@@ -36,6 +39,9 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.StringVar(&rf.output, "output", "-", "same as -o")
 	fs.StringVar(&rf.format, "format", "csv", "output format: csv or jsonl")
 	fs.StringVar(&rf.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on, off")
+	fs.BoolVar(&rf.resume, "resume", false, "continue an interrupted run: keep the complete rows of the -o file, verify only the rest")
+	fs.BoolVar(&rf.keepOrder, "keep-order", false, "write rows in input order (rows decided early wait in a temporary file)")
+	fs.StringVar(&rf.summary, "summary", "", "also write the summary as JSON to `FILE`")
 	rf.shared = addSharedFlags(fs)
 	over := &rf.shared.over
 	fs.StringVar(&over.Input.Column, "column", over.Input.Column, "name of the input `column` to read (default: detect)")
@@ -78,13 +84,20 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	return runFile(ctx, fs, rf, args, stdin, stdout, stderr, func(ctx context.Context, cfg configs.Config) job {
 		return job{
 			input: input.Options{Column: cfg.Input.Column},
-			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, out io.Writer, tick func()) (pipeline.Summary, error) {
-				sink, err := newRowWriter[output.Result](rf.format, out, src.Header())
+			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
+				out, err := openSink[output.Result](rf, src.Header(), stdout)
 				if err != nil {
-					return pipeline.Summary{}, fmt.Errorf("writing %s: %w", rf.output, err)
+					return sum, err
 				}
+				defer func() {
+					if cerr := out.close(); cerr != nil && err == nil {
+						err = fmt.Errorf("writing %s: %w", rf.output, cerr)
+					}
+				}()
+				pcfg.Skip = out.done.Has
+				pcfg.Checkpoint = out.sync
 				pcfg.OnResult = func(output.Result) { tick() }
-				return pipeline.Run(ctx, pcfg, res, src, sink)
+				return pipeline.Run(ctx, pcfg, res, src, out.sink)
 			},
 		}
 	})
@@ -93,7 +106,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 // job is what differs between the commands that process a whole file.
 type job struct {
 	input input.Options
-	run   func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, out io.Writer, tick func()) (pipeline.Summary, error)
+	run   func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (pipeline.Summary, error)
 	err   error // a problem found while preparing the job (e.g. a bad patterns file)
 }
 
@@ -156,24 +169,29 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 		return err
 	}
 
-	out, closeOut, err := openOutput(rf.output, stdout)
-	if err != nil {
-		return usageError{err}
+	if rf.resume && rf.output == "-" {
+		return usageError{errors.New("--resume needs an output file (-o FILE): it continues that file")}
 	}
 	pcfg := pipelineConfig(cfg)
 	bar := newProgress(rf.progress, stderr)
 	pcfg.OnTotal = bar.start
-	summary, runErr := j.run(ctx, pcfg, res, src, out, bar.row)
+	summary, runErr := j.run(ctx, pcfg, res, src, stdout, bar.row)
 	bar.finish()
-	if err := closeOut(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("writing %s: %w", rf.output, err)
-	}
 	var pe *input.ParseError
 	var he *input.HeaderError
-	if errors.As(runErr, &pe) || errors.As(runErr, &he) {
+	var re *output.RecoverError
+	if errors.As(runErr, &pe) || errors.As(runErr, &he) || errors.As(runErr, &re) {
 		runErr = usageError{fmt.Errorf("%s: %w", inPath, runErr)}
 	}
 	printSummary(stderr, summary)
+	if rf.summary != "" {
+		if err := writeSummary(rf.summary, summary); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	if ctx.Err() != nil && rf.output != "-" {
+		fmt.Fprintf(stderr, "interrupted: the rows decided so far are in %s; to finish, run the same command with --resume\n", rf.output)
+	}
 	return runErr
 }
 
@@ -209,15 +227,75 @@ func openInput(path string, stdin io.Reader) (io.Reader, func(), error) {
 	return f, func() { f.Close() }, nil
 }
 
-func openOutput(path string, stdout io.Writer) (io.Writer, func() error, error) {
-	if path == "-" {
-		return stdout, func() error { return nil }, nil
+// sinkFile is an opened output: the writer of rows, the rows it already
+// holds (when resuming), and how to make it durable and close it.
+type sinkFile[T output.Row[T]] struct {
+	sink  output.RowWriter[T]
+	done  *output.Done
+	sync  func() error
+	close func() error
+}
+
+// openSink opens the output for rows of T: stdout, a new file, or with
+// --resume the existing file after recovering its complete rows; with
+// --keep-order, behind a writer that restores input order.
+func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer) (*sinkFile[T], error) {
+	out := &sinkFile[T]{done: &output.Done{}, sync: func() error { return nil }, close: func() error { return nil }}
+	var w io.Writer = stdout
+	fresh := true
+	switch {
+	case rf.output == "-":
+	case rf.resume:
+		f, done, isFresh, err := output.Recover(rf.output, rf.format, output.CSVHeader[T](header))
+		if err != nil {
+			return nil, err
+		}
+		w, out.done, fresh = f, done, isFresh
+		out.sync, out.close = f.Sync, f.Close
+	default:
+		f, err := os.Create(rf.output)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		w, out.sync, out.close = f, f.Sync, f.Close
 	}
-	f, err := os.Create(path)
+	var err error
+	switch {
+	case rf.format == "jsonl":
+		out.sink, err = output.NewJSONLOf[T](w, header)
+	case fresh:
+		out.sink, err = output.NewCSVOf[T](w, header)
+	default:
+		out.sink, err = output.AppendCSVOf[T](w, header)
+	}
+	if err == nil && rf.keepOrder {
+		var ordered *output.Ordered[T]
+		ordered, err = output.NewOrdered(out.sink, "", out.done)
+		if err == nil {
+			closeFile := out.close
+			out.sink = ordered
+			out.close = func() error {
+				ordered.Close()
+				return closeFile()
+			}
+		}
+	}
 	if err != nil {
-		return nil, nil, err
+		out.close()
+		return nil, fmt.Errorf("writing %s: %w", rf.output, err)
 	}
-	return f, f.Close, nil
+	return out, nil
+}
+
+func writeSummary(path string, s pipeline.Summary) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing the summary: %w", err)
+	}
+	return nil
 }
 
 func printSummary(w io.Writer, s pipeline.Summary) {
