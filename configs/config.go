@@ -48,6 +48,8 @@ type Limits struct {
 	MaxAttempts          int           `yaml:"max_attempts"`
 	RcptPerSecondPerMX   float64       `yaml:"rcpt_per_second_per_mx"`
 	CommandPause         time.Duration `yaml:"command_pause"`
+	MemoryRows           int           `yaml:"memory_rows"`
+	TempDir              string        `yaml:"temp_dir"`
 }
 
 // Retry holds the delayed-retry schedule for temporary answers.
@@ -131,6 +133,7 @@ func (c Config) Validate() error {
 		{"dns.attempts", int64(c.DNS.Attempts)},
 		{"dns.cache_size", int64(c.DNS.CacheSize)},
 		{"dns.workers", int64(c.DNS.Workers)},
+		{"limits.memory_rows", int64(c.Limits.MemoryRows)},
 	}
 	for _, p := range positive {
 		if p.value <= 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -293,35 +294,90 @@ func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Read
 
 	// Reading is a barrier by nature: grouping by domain needs every row,
 	// and a malformed file should fail before anything is probed.
-	b, err := readAll(src, cfg.Skip)
+	b, full, err := readAll(src, cfg.Skip, cfg.MemoryRows)
 	if err != nil {
 		return sum, err
 	}
-	sum.Rows = b.rows
-	sum.Skipped = b.skipped
-	sum.Addresses = len(b.byKey)
-	sum.Domains = len(b.groups)
-	if cfg.OnTotal != nil {
-		cfg.OnTotal(b.rows - b.skipped)
+	if !full {
+		sum.Rows, sum.Skipped = b.rows, b.skipped
+		if cfg.OnTotal != nil {
+			cfg.OnTotal(b.rows - b.skipped)
+		}
+		err = runBatch(ctx, cfg, res, b, sink, &sum)
+		sum.Duration = time.Since(start)
+		return sum, err
 	}
 
+	// Too big to group in memory: spill every row by domain into
+	// partition files and verify them one at a time.
+	sp, err := newSpiller(cfg.TempDir, cfg.MemoryRows, src.Column(), len(src.Header()))
+	if err != nil {
+		return sum, err
+	}
+	defer sp.close()
+	sum.Rows, sum.Skipped = b.rows, b.skipped
+	if err := spillBatch(sp, b); err != nil {
+		return sum, err
+	}
+	b = batch{} // let it go before reading on
+	for {
+		rec, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return sum, fmt.Errorf("reading input: %w", err)
+		}
+		sum.Rows++
+		if cfg.Skip != nil && cfg.Skip(rec.Row) {
+			sum.Skipped++
+			continue
+		}
+		if err := sp.add(rec.Row, rec.Fields); err != nil {
+			return sum, err
+		}
+	}
+	parts, err := sp.parts()
+	if err != nil {
+		return sum, err
+	}
+	if cfg.OnTotal != nil {
+		cfg.OnTotal(sum.Rows - sum.Skipped)
+	}
+	for _, part := range parts {
+		pb, _, err := readAll(part, nil, 0)
+		if err != nil {
+			return sum, err
+		}
+		if err := runBatch(ctx, cfg, res, pb, sink, &sum); err != nil {
+			sum.Duration = time.Since(start)
+			return sum, err
+		}
+	}
+	sum.Duration = time.Since(start)
+	return sum, nil
+}
+
+// runBatch verifies one batch of rows grouped in memory, adding to sum.
+func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, sink output.Writer, sum *Summary) error {
+	sum.Addresses += len(b.byKey)
+	sum.Domains += len(b.groups)
 	verdicts := make(chan Verdict, 256)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, &sum) })
+	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, sum) })
 	var stats EngineStats
 	g.Go(func() error {
 		defer close(verdicts)
 		stats = probeEngine(gctx, cfg, res, b.groups, verdicts)
 		return nil
 	})
-	err = g.Wait()
-	sum.Connections = stats.Connections
-	sum.MXHosts = stats.MXHosts
-	sum.Duration = time.Since(start)
+	err := g.Wait()
+	sum.Connections += stats.Connections
+	sum.MXHosts += stats.MXHosts
 	if err == nil {
 		err = ctx.Err()
 	}
-	return sum, err
+	return err
 }
 
 // writeResults is the only goroutine that touches sink. After a write error

@@ -31,6 +31,9 @@ type Config struct {
 	CommandPause    time.Duration // pause before each command (or pipelined batch)
 	NoCatchAllCheck bool          // skip the one-RCPT-per-domain accept-all check
 
+	MemoryRows int    // rows grouped in memory at once; beyond that, rows spill to temporary files; 0 = no limit
+	TempDir    string // where spill files go; "" = the system's
+
 	Skip          func(row int) bool // rows to leave out: already in the output of an earlier run
 	FlushInterval time.Duration      // results are flushed (and Checkpoint called) at least this often; 0 = 1s
 	Checkpoint    func() error       // after each periodic flush, e.g. fsync of the output file
@@ -111,16 +114,21 @@ type batch struct {
 	byKey   map[string][]rowRef // address -> the rows that asked for it
 }
 
-func readAll(src *input.Reader, skip func(int) bool) (batch, error) {
-	b := batch{byKey: map[string][]rowRef{}}
+// readAll groups the rows of src. With limit > 0 it stops once it holds more
+// than limit rows and reports full: the caller spills instead.
+func readAll(src recordSource, skip func(int) bool, limit int) (b batch, full bool, err error) {
+	b = batch{byKey: map[string][]rowRef{}}
 	domIdx := map[string]int{}
 	for {
+		if limit > 0 && b.rows-b.skipped > limit {
+			return b, true, nil
+		}
 		rec, err := src.Next()
 		if errors.Is(err, io.EOF) {
-			return b, nil
+			return b, false, nil
 		}
 		if err != nil {
-			return b, fmt.Errorf("reading input: %w", err)
+			return b, false, fmt.Errorf("reading input: %w", err)
 		}
 		b.rows++
 		if skip != nil && skip(rec.Row) {

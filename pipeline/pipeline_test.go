@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -419,5 +420,73 @@ func TestCancelledRunStops(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "ann@one.test") {
 		t.Errorf("the result decided before cancelling was not written:\n%s", out.String())
+	}
+}
+
+// Past MemoryRows the rows spill to partition files; every row still comes
+// out exactly once with the verdict it would have had in memory.
+func TestSpillKeepsEveryRow(t *testing.T) {
+	w := world()
+	for i := range 100 {
+		w.Domains[0].Mailboxes = append(w.Domains[0].Mailboxes, fmt.Sprintf("user%d", i))
+	}
+	h := newHarness(t, w)
+	h.cfg.MemoryRows = 40
+	h.cfg.TempDir = t.TempDir()
+	var b strings.Builder
+	b.WriteString("email,n\n")
+	n := 0
+	add := func(addr string) {
+		n++
+		fmt.Fprintf(&b, "%s,%d\n", addr, n)
+	}
+	for i := range 200 { // one domain far bigger than a partition's share
+		add(fmt.Sprintf("user%d@acme.test", i%150))
+	}
+	for i := range 30 {
+		add(fmt.Sprintf("u%d@one.test", i))
+		add(fmt.Sprintf("u%d@two.test", i))
+	}
+	add("ann@one.test")
+	add("not an address")
+	add("someone@nonexistent.test")
+	rows, sum := h.run(b.String())
+	checkEveryRowOnce(t, rows, n)
+	for _, r := range rows {
+		var want string
+		switch {
+		case r["email"] == "not an address":
+			want = "invalid"
+		case strings.HasSuffix(r["email"], "nonexistent.test"):
+			want = "invalid"
+		case r["email"] == "ann@one.test":
+			want = "deliverable"
+		case strings.HasSuffix(r["email"], "@acme.test"):
+			want = "undeliverable"
+			var i int
+			fmt.Sscanf(r["email"], "user%d@", &i)
+			if i < 100 {
+				want = "deliverable"
+			}
+		default:
+			want = "undeliverable"
+		}
+		if r["status"] != want {
+			t.Errorf("row %s %s: %s/%s, want %s", r["row"], r["email"], r["status"], r["reason"], want)
+		}
+	}
+	if sum.Rows != n {
+		t.Errorf("summary rows %d, want %d", sum.Rows, n)
+	}
+	// In memory this is one connection per MX host (2); spilled, the big
+	// domain is spread over partitions verified one after another.
+	if sum.Connections <= 2 {
+		t.Errorf("%d connections: the rows did not spill", sum.Connections)
+	}
+	if got := h.sim.DNSQueries("one.test", dns.TypeMX); got != 1 {
+		t.Errorf("one.test's MX was asked %d times across partitions, want 1 (its rows stay together; the cache serves the rest)", got)
+	}
+	if entries, _ := os.ReadDir(h.cfg.TempDir); len(entries) != 0 {
+		t.Errorf("spill files left behind: %d", len(entries))
 	}
 }

@@ -43,7 +43,7 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return job{err: usageError{fmt.Errorf("--resume is not supported by find yet: run it again")}}
 		}
 		return job{input: in, run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
-			out, err := openSink[output.FindResult](rf, src.Header(), stdout)
+			out, err := openSink[output.FindResult](rf, src.Header(), stdout, pcfg.TempDir)
 			if err != nil {
 				return sum, err
 			}

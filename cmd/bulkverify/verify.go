@@ -85,7 +85,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return job{
 			input: input.Options{Column: cfg.Input.Column},
 			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
-				out, err := openSink[output.Result](rf, src.Header(), stdout)
+				out, err := openSink[output.Result](rf, src.Header(), stdout, pcfg.TempDir)
 				if err != nil {
 					return sum, err
 				}
@@ -213,6 +213,8 @@ func pipelineConfig(cfg configs.Config) pipeline.Config {
 		RetryRounds:           cfg.Retry.Rounds,
 		MaxWait:               cfg.Retry.MaxWait,
 		NoCatchAllCheck:       !cfg.SMTP.CatchAllCheck,
+		MemoryRows:            cfg.Limits.MemoryRows,
+		TempDir:               cfg.Limits.TempDir,
 	}
 }
 
@@ -239,7 +241,7 @@ type sinkFile[T output.Row[T]] struct {
 // openSink opens the output for rows of T: stdout, a new file, or with
 // --resume the existing file after recovering its complete rows; with
 // --keep-order, behind a writer that restores input order.
-func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer) (*sinkFile[T], error) {
+func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer, tempDir string) (*sinkFile[T], error) {
 	out := &sinkFile[T]{done: &output.Done{}, sync: func() error { return nil }, close: func() error { return nil }}
 	var w io.Writer = stdout
 	fresh := true
@@ -270,7 +272,7 @@ func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer) 
 	}
 	if err == nil && rf.keepOrder {
 		var ordered *output.Ordered[T]
-		ordered, err = output.NewOrdered(out.sink, "", out.done)
+		ordered, err = output.NewOrdered(out.sink, tempDir, out.done)
 		if err == nil {
 			closeFile := out.close
 			out.sink = ordered
