@@ -43,6 +43,7 @@ type Workload struct {
 	RcptPerTransaction    int
 	RcptPerConnection     int
 	NoCatchAllCheck       bool
+	MemoryRows            int // bulkverify groups this many rows in memory, then spills to disk; 0 = no limit
 }
 
 // L1 is the latency-bound workload of issue 6: 20,000 addresses over 400
@@ -52,8 +53,12 @@ func L1() Workload {
 		Name: "L1", Addresses: 20000, Domains: 400, Hosts: 80, Skew: 1, CatchAllEvery: 20, Seed: 1,
 		RTT:            20 * time.Millisecond,
 		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
+		MemoryRows: defaultMemoryRows,
 	}
 }
+
+// defaultMemoryRows is the CLI's default limits.memory_rows.
+const defaultMemoryRows = 1000000
 
 // C1 is the CPU-bound workload of issue 6: 1,000,000 addresses over 10,000
 // domains, no latency. Domains are spread evenly over 100 hosts so that the
@@ -62,6 +67,7 @@ func C1() Workload {
 	return Workload{
 		Name: "C1", Addresses: 1000000, Domains: 10000, Hosts: 100, Skew: 0, CatchAllEvery: 20, Seed: 1,
 		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
+		MemoryRows: defaultMemoryRows,
 	}
 }
 
@@ -93,6 +99,8 @@ func (w Workload) Validate() error {
 		return bad("connection limits must be >= 1")
 	case w.RcptPerTransaction < 1 || w.RcptPerConnection < 1:
 		return bad("recipient limits must be >= 1")
+	case w.MemoryRows < 0:
+		return bad("memory-rows %d < 0", w.MemoryRows)
 	}
 	return nil
 }
@@ -291,7 +299,8 @@ func probeConfig() probe.Config {
 
 // PipelineConfig is the bulkverify configuration the workload runs with:
 // the CLI's defaults except the limits of the workload, no RCPT rate limit
-// and no delayed retries (the world has no temporary failures).
+// and no delayed retries (the world has no temporary failures). Spill files
+// go to the system's temporary directory.
 func (w Workload) PipelineConfig(smtpPort int) pipeline.Config {
 	return pipeline.Config{
 		Probe:                 probeConfig(),
@@ -307,5 +316,6 @@ func (w Workload) PipelineConfig(smtpPort int) pipeline.Config {
 		RcptRate:              0,
 		RetryDelay:            0,
 		NoCatchAllCheck:       w.NoCatchAllCheck,
+		MemoryRows:            w.MemoryRows,
 	}
 }

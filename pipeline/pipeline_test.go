@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"fmt"
 	"os"
 	"strconv"
@@ -113,18 +112,7 @@ func (h *harness) run(csvText string) ([]row, Summary) {
 	if err != nil {
 		h.t.Fatalf("Run: %v", err)
 	}
-	records, err := csv.NewReader(&out).ReadAll()
-	if err != nil {
-		h.t.Fatalf("output is not CSV: %v\n%s", err, out.String())
-	}
-	var rows []row
-	for _, rec := range records[1:] {
-		r := row{}
-		for i, name := range records[0] {
-			r[name] = rec[i]
-		}
-		rows = append(rows, r)
-	}
+	rows := parseRows(h.t, &out)
 	if got := h.sim.TotalCommands("DATA"); got != 0 {
 		h.t.Errorf("the servers saw DATA %d times", got)
 	}
