@@ -91,6 +91,16 @@ func (w Workload) LowerBound(d Dialogue) Bound {
 	return b
 }
 
+// LeastConnections is the fewest SMTP connections bulkverify can make: each
+// host's recipients over connections of at most RcptPerConnection.
+func (w Workload) LeastConnections() int {
+	n := 0
+	for _, r := range w.RecipientsPerHost() {
+		n += ceilDiv(r, w.RcptPerConnection)
+	}
+	return n
+}
+
 // NaiveRoundTrips is the round trips the naive strategy spends on one
 // address: MX lookup, A/AAAA lookup (asked in parallel), banner, EHLO, MAIL,
 // the catch-all RCPT, the real RCPT, QUIT.

@@ -11,6 +11,10 @@
 // The naive strategy lives here, not in pipeline, because only benchmarks may
 // select it: it exists to be compared against.
 //
+// The world runs in the measuring process (Run) or in a process of its own
+// (ServeWorld at one end of a pipe, RemoteWorld at the other, RunAgainst),
+// so that its CPU time and memory can be told apart from the strategy's.
+//
 // The testing.B suite (bench_test.go) and the command in cmd/bench run the
 // same code; the command also re-executes itself once per run so that each
 // run's peak RSS is its own. See README.md for the figures.

@@ -1,0 +1,66 @@
+package benchmarks
+
+import (
+	"context"
+	"flag"
+	"testing"
+	"time"
+)
+
+// The testing.B workloads, sized by flags after -args, e.g.
+//
+//	go test -run '^$' -bench L1 ./benchmarks -args -l1.addresses 5000
+//
+// Flags of a test binary are necessarily package-level; nothing else reads
+// these variables.
+var (
+	benchL1 = L1()
+	benchC1 = C1()
+)
+
+func init() {
+	benchL1.Flags(flag.CommandLine, "l1.")
+	benchC1.Flags(flag.CommandLine, "c1.")
+}
+
+// BenchmarkL1 compares bulkverify with the naive strategy on the
+// latency-bound workload. Each iteration is a whole run; besides ns/op it
+// reports the servers' counts and the wall time over the lower bound.
+func BenchmarkL1(b *testing.B) {
+	for _, s := range []Strategy{Bulk, Naive} {
+		b.Run(string(s), func(b *testing.B) { benchRun(b, benchL1, s) })
+	}
+}
+
+// BenchmarkC1 finds the pipeline's ceiling on the CPU-bound workload.
+func BenchmarkC1(b *testing.B) {
+	benchRun(b, benchC1, Bulk)
+}
+
+func benchRun(b *testing.B, w Workload, s Strategy) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	var last Result
+	for b.Loop() {
+		res, err := Run(ctx, w, s, RunOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Wrong > 0 {
+			b.Fatalf("%d wrong verdicts, e.g. %v", res.Wrong, res.Mismatches)
+		}
+		last = res
+	}
+	b.ReportMetric(float64(last.Rows)/last.Wall.Seconds(), "addr/s")
+	b.ReportMetric(float64(last.Connections), "conns")
+	b.ReportMetric(float64(last.Commands), "smtp-cmds")
+	b.ReportMetric(float64(last.DNSQueries), "dns-queries")
+	b.ReportMetric(last.CPU.Seconds(), "cpu-s")
+	b.ReportMetric(float64(last.PeakRSS)/(1<<20), "peak-rss-MiB")
+	switch {
+	case w.RTT > 0 && s == Bulk:
+		b.ReportMetric(last.Wall.Seconds()/last.Bound.Time.Seconds(), "wall/bound")
+	case w.RTT > 0 && s == Naive:
+		b.ReportMetric(last.Wall.Seconds()/last.NaiveBound.Seconds(), "wall/bound")
+	}
+}

@@ -1,0 +1,138 @@
+package benchmarks
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Flags registers the workload's sizes and limits on fs, each name prefixed
+// (e.g. "l1."), with w's current values as defaults.
+func (w *Workload) Flags(fs *flag.FlagSet, prefix string) {
+	fs.IntVar(&w.Addresses, prefix+"addresses", w.Addresses, "addresses (input rows) of "+w.Name)
+	fs.IntVar(&w.Domains, prefix+"domains", w.Domains, "domains of "+w.Name)
+	fs.IntVar(&w.Hosts, prefix+"hosts", w.Hosts, "MX hosts of "+w.Name)
+	fs.Float64Var(&w.Skew, prefix+"skew", w.Skew, "Zipf exponent of domains per host of "+w.Name+" (0 = even)")
+	fs.IntVar(&w.CatchAllEvery, prefix+"catch-all-every", w.CatchAllEvery, "every n-th domain of "+w.Name+" accepts all (0 = none)")
+	fs.DurationVar(&w.RTT, prefix+"rtt", w.RTT, "round-trip time injected into every SMTP reply and DNS answer of "+w.Name)
+	fs.IntVar(&w.MaxConnections, prefix+"max-connections", w.MaxConnections, "SMTP connections in total (naive: workers) of "+w.Name)
+	fs.IntVar(&w.MaxConnectionsPerHost, prefix+"per-host", w.MaxConnectionsPerHost, "SMTP connections per MX host of "+w.Name)
+	fs.IntVar(&w.RcptPerTransaction, prefix+"rcpt-per-transaction", w.RcptPerTransaction, "RCPT per transaction of "+w.Name)
+	fs.IntVar(&w.RcptPerConnection, prefix+"rcpt-per-connection", w.RcptPerConnection, "RCPT per connection of "+w.Name)
+	fs.IntVar(&w.MemoryRows, prefix+"memory-rows", w.MemoryRows, "rows bulkverify groups in memory before it spills to disk in "+w.Name+" (0 = no limit)")
+	fs.BoolVar(&w.NoCatchAllCheck, prefix+"no-catch-all-check", w.NoCatchAllCheck, "skip bulkverify's per-domain catch-all check in "+w.Name)
+}
+
+// Describe is a one-line summary of the workload.
+func (w Workload) Describe() string {
+	per := w.DomainsPerHost()
+	top := 0
+	for _, n := range per {
+		top = max(top, n)
+	}
+	rcpt := w.RecipientsPerHost()
+	topR := 0
+	for _, n := range rcpt {
+		topR = max(topR, n)
+	}
+	return fmt.Sprintf("%s: %d addresses, %d domains, %d MX hosts (Zipf %.2g: busiest host %d domains, %d RCPT), RTT %v, %d connections (%d per host), %d RCPT/transaction, %d RCPT/connection, catch-all every %d domains, memory rows %d",
+		w.Name, w.Addresses, w.Domains, w.Hosts, w.Skew, top, topR, w.RTT, w.MaxConnections, w.MaxConnectionsPerHost,
+		w.RcptPerTransaction, w.RcptPerConnection, w.CatchAllEvery, w.MemoryRows)
+}
+
+// WriteTable writes results as a Markdown table, one row per run.
+func WriteTable(out io.Writer, results []Result) error {
+	var b strings.Builder
+	b.WriteString("| workload | strategy | rows | wall | wall min–max (runs) | addr/s | connections | SMTP commands | RCPT | DNS queries | wrong | CPU | CPU/wall | mallocs | alloc MiB | peak RSS MiB | start RSS MiB | peak RSS/row | world CPU | world peak RSS MiB | lower bound | wall/bound |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range results {
+		bound, ratio := "", ""
+		switch {
+		case r.Strategy == Bulk && r.RTT > 0:
+			bound = fmtDur(r.Bound.Time)
+			ratio = fmt.Sprintf("%.2f", r.Wall.Seconds()/r.Bound.Time.Seconds())
+		case r.Strategy == Naive && r.RTT > 0:
+			bound = fmtDur(r.NaiveBound)
+			ratio = fmt.Sprintf("%.2f", r.Wall.Seconds()/r.NaiveBound.Seconds())
+		}
+		perRow := ""
+		if r.Rows > 0 && r.PeakRSS > 0 {
+			perRow = fmt.Sprintf("%d B", r.PeakRSS/uint64(r.Rows))
+		}
+		worldCPU, worldRSS := "in-process", "in-process"
+		if r.WorldPeakRSS > 0 {
+			worldCPU, worldRSS = fmtDur(r.WorldCPU), fmt.Sprintf("%.0f", mib(r.WorldPeakRSS))
+		}
+		spread := ""
+		if r.Runs > 1 {
+			spread = fmt.Sprintf("%s–%s (%d)", fmtDur(r.WallMin), fmtDur(r.WallMax), r.Runs)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.0f | %d | %d | %d | %d | %d | %s | %.2f | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s |\n",
+			r.Workload, r.Strategy, r.Rows, fmtDur(r.Wall), spread, float64(r.Rows)/r.Wall.Seconds(),
+			r.Connections, r.Commands, r.ByVerb["RCPT"], r.DNSQueries, r.Wrong,
+			fmtDur(r.CPU), r.CPU.Seconds()/r.Wall.Seconds(), r.Mallocs, mib(r.AllocBytes), mib(r.PeakRSS), mib(r.StartRSS), perRow,
+			worldCPU, worldRSS, bound, ratio)
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+// WriteComparison writes, for every workload run with both strategies at the
+// same size, the naive/bulkverify ratios and how close each came to its
+// bound; nothing when there is no such pair.
+func WriteComparison(out io.Writer, results []Result) error {
+	var b strings.Builder
+	pairs := 0
+	b.WriteString("| workload | rows | wall naive/bulkverify | connections naive/bulkverify | SMTP commands naive/bulkverify | DNS queries naive/bulkverify | bulkverify connections (least possible) | bulkverify wall/bound | bulkverify wall/pipelined bound | best possible speed-up (naive bound / bound) |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, bulk := range results {
+		if bulk.Strategy != Bulk {
+			continue
+		}
+		for _, nv := range results {
+			if nv.Strategy != Naive || nv.Workload != bulk.Workload || nv.Addresses != bulk.Addresses {
+				continue
+			}
+			pairs++
+			fmt.Fprintf(&b, "| %s | %d | %.1f× | %.1f× | %.1f× | %.1f× | %d (%d) | %s | %s | %s |\n",
+				bulk.Workload, bulk.Rows,
+				nv.Wall.Seconds()/bulk.Wall.Seconds(),
+				ratio(nv.Connections, bulk.Connections), ratio(nv.Commands, bulk.Commands), ratio(nv.DNSQueries, bulk.DNSQueries),
+				bulk.Connections, bulk.LeastConnections,
+				durRatio(bulk.Wall, bulk.Bound.Time), durRatio(bulk.Wall, bulk.Pipelined.Time), durRatio(bulk.NaiveBound, bulk.Bound.Time))
+		}
+	}
+	if pairs == 0 {
+		return nil
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func durRatio(a, b time.Duration) string {
+	if b <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a.Seconds()/b.Seconds())
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}

@@ -1,0 +1,275 @@
+package benchmarks
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"time"
+
+	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/pipeline"
+	"github.com/bulkverify/bulkverify/resolve"
+)
+
+// Strategy is how a run verifies its addresses.
+type Strategy string
+
+// The strategies.
+const (
+	Bulk  Strategy = "bulkverify" // pipeline.Run: grouped by MX host, cached DNS, pipelined RCPT
+	Naive Strategy = "naive"      // one fresh lookup and connection per address, lock-step
+)
+
+// ParseStrategy accepts the names above.
+func ParseStrategy(s string) (Strategy, error) {
+	switch st := Strategy(s); st {
+	case Bulk, Naive:
+		return st, nil
+	}
+	return "", fmt.Errorf("benchmarks: unknown strategy %q (want %q or %q)", s, Bulk, Naive)
+}
+
+// Profile labels: CPU samples of goroutines started by the simulated world
+// (StartWorld) carry side=mailsim, those of the strategy side=client, so a
+// profile of one process can be split between the two (go tool pprof -tags).
+const (
+	LabelSide   = "side"
+	SideMailsim = "mailsim"
+	SideClient  = "client"
+)
+
+// SMTPVerbs returns the commands counted in Result.Commands.
+func SMTPVerbs() []string {
+	return []string{"EHLO", "HELO", "STARTTLS", "MAIL", "RCPT", "RSET", "NOOP", "VRFY", "QUIT", "DATA", "BDAT"}
+}
+
+// Result is what one run did and cost. Counters of connections, commands and
+// DNS queries are the simulated servers' own counts. CPU, allocations and RSS
+// are the whole process's: simulated servers included when the world runs in
+// this process (Run), the strategy's alone when it runs in another (RunAgainst
+// a RemoteWorld), whose own figures are then WorldCPU and WorldPeakRSS.
+type Result struct {
+	Workload  string        `json:"workload"`
+	Strategy  Strategy      `json:"strategy"`
+	Addresses int           `json:"addresses"`
+	RTT       time.Duration `json:"rtt_ns"`
+
+	Rows       int           `json:"rows"`  // result rows written
+	Wrong      int           `json:"wrong"` // rows whose verdict is not the one the world implies
+	Mismatches []string      `json:"mismatches,omitempty"`
+	Wall       time.Duration `json:"wall_ns"`
+	// Runs, WallMin and WallMax describe repeated runs of which this one is
+	// the median by wall time (see Median); Runs is 0 for a single run.
+	Runs        int            `json:"runs,omitempty"`
+	WallMin     time.Duration  `json:"wall_min_ns,omitempty"`
+	WallMax     time.Duration  `json:"wall_max_ns,omitempty"`
+	Connections int            `json:"connections"`
+	Commands    int            `json:"commands"` // SMTP commands of all SMTPVerbs
+	ByVerb      map[string]int `json:"by_verb"`
+	DNSQueries  int            `json:"dns_queries"`
+
+	CPU        time.Duration `json:"cpu_ns"` // user + system time of the process during the run
+	Mallocs    uint64        `json:"mallocs"`
+	AllocBytes uint64        `json:"alloc_bytes"`
+	// PeakRSS is VmHWM at the end of the run; when the kernel lets the peak
+	// be reset (/proc/self/clear_refs), it was reset to StartRSS just before
+	// the run, else it also covers whatever this process did earlier.
+	PeakRSS   uint64 `json:"peak_rss"`
+	PeakReset bool   `json:"peak_reset"`
+	StartRSS  uint64 `json:"start_rss"` // VmRSS just before the run: the runtime, and the world when it is in this process
+
+	// WorldCPU and WorldPeakRSS are the simulated world's own, when it runs
+	// in a process of its own (see ServeWorld); 0 when it shares this one.
+	WorldCPU     time.Duration `json:"world_cpu_ns"`
+	WorldPeakRSS uint64        `json:"world_peak_rss"`
+
+	Bound      Bound         `json:"bound"`       // lock-step dialogue, as bulkverify speaks
+	Pipelined  Bound         `json:"pipelined"`   // fully pipelined dialogue
+	NaiveBound time.Duration `json:"naive_bound"` // the naive strategy's own least wall time
+	// LeastConnections is the fewest connections bulkverify can make.
+	LeastConnections int `json:"least_connections"`
+
+	// Verdicts maps each address to "status/reason", when RunOptions.Record.
+	Verdicts map[string]string `json:"-"`
+}
+
+// RunOptions adjusts a run.
+type RunOptions struct {
+	Record bool // keep every verdict in Result.Verdicts (small workloads only)
+	// HeapProfile, if set, receives a heap profile taken when half of the
+	// result rows have been written: the middle of the run, when the input
+	// and the work in progress are all in memory.
+	HeapProfile io.Writer
+}
+
+// Run builds the workload's world in this process, runs one strategy over
+// its input against it and measures the run. The world is closed before Run
+// returns.
+func Run(ctx context.Context, w Workload, s Strategy, opts RunOptions) (Result, error) {
+	if err := w.Validate(); err != nil {
+		return Result{}, err
+	}
+	if _, err := ParseStrategy(string(s)); err != nil {
+		return Result{}, err
+	}
+	sim, err := StartWorld(ctx, w)
+	if err != nil {
+		return Result{}, err
+	}
+	defer sim.Close()
+	res, err := RunAgainst(ctx, w, s, InProcess(sim), opts)
+	if err != nil {
+		return res, err
+	}
+	if err := sim.Close(); err != nil {
+		return res, fmt.Errorf("benchmarks: closing the world: %w", err)
+	}
+	return res, nil
+}
+
+// RunAgainst runs one strategy over the workload's input against a world
+// that is already running (in this process or another) and measures the
+// run. The world must be the workload's own (see StartWorld): the verdicts
+// are checked against it.
+func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts RunOptions) (Result, error) {
+	if err := w.Validate(); err != nil {
+		return Result{}, err
+	}
+	if _, err := ParseStrategy(string(s)); err != nil {
+		return Result{}, err
+	}
+	res := Result{
+		Workload: w.Name, Strategy: s, Addresses: w.Addresses, RTT: w.RTT,
+		Bound: w.LowerBound(Dialogue{}), Pipelined: w.LowerBound(Dialogue{Pipelined: true}), NaiveBound: w.NaiveBound(),
+		LeastConnections: w.LeastConnections(),
+	}
+
+	src, err := input.NewReader(w.Rows(), input.Options{})
+	if err != nil {
+		return res, fmt.Errorf("benchmarks: input: %w", err)
+	}
+	csvOut, err := output.NewCSV(io.Discard, src.Header())
+	if err != nil {
+		return res, fmt.Errorf("benchmarks: output: %w", err)
+	}
+	check := &checker{w: w, next: csvOut, heapAt: w.Addresses / 2, heap: opts.HeapProfile}
+	if opts.Record {
+		check.verdicts = make(map[string]string, w.Addresses)
+	}
+
+	runtime.GC()
+	debug.FreeOSMemory()
+	res.PeakReset = resetPeakRSS()
+	res.StartRSS = procStatus("VmRSS")
+	if err := world.Begin(); err != nil {
+		return res, fmt.Errorf("benchmarks: world: %w", err)
+	}
+
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuTime()
+	start := time.Now()
+	pprof.Do(ctx, pprof.Labels(LabelSide, SideClient), func(ctx context.Context) {
+		switch s {
+		case Bulk:
+			err = runBulk(ctx, w, world, src, check)
+		case Naive:
+			n := naive{dnsAddr: world.DNSAddr(), port: world.SMTPPort(), workers: w.MaxConnections, probe: probeConfig()}
+			err = n.run(ctx, src, check)
+		}
+	})
+	res.Wall = time.Since(start)
+	res.CPU = cpuTime() - cpu0
+	runtime.ReadMemStats(&ms1)
+	res.PeakRSS = procStatus("VmHWM")
+	if err != nil {
+		return res, fmt.Errorf("benchmarks: %s on %s: %w", s, w.Name, err)
+	}
+	counts, err := world.Counts()
+	if err != nil {
+		return res, fmt.Errorf("benchmarks: world: %w", err)
+	}
+
+	res.Mallocs = ms1.Mallocs - ms0.Mallocs
+	res.AllocBytes = ms1.TotalAlloc - ms0.TotalAlloc
+	res.Rows, res.Wrong, res.Mismatches, res.Verdicts = check.rows, check.wrong, check.mismatches, check.verdicts
+	res.Connections = counts.Connections
+	res.DNSQueries = counts.DNSQueries
+	res.ByVerb = counts.ByVerb
+	for _, n := range counts.ByVerb {
+		res.Commands += n
+	}
+	res.WorldCPU, res.WorldPeakRSS = counts.CPU, counts.PeakRSS
+	if check.heapErr != nil {
+		return res, fmt.Errorf("benchmarks: heap profile: %w", check.heapErr)
+	}
+	return res, nil
+}
+
+// Median returns the run with the median wall time (the lower middle one of
+// an even count), with Runs, WallMin and WallMax describing them all.
+func Median(runs []Result) Result {
+	if len(runs) == 0 {
+		return Result{}
+	}
+	sorted := slices.Clone(runs)
+	slices.SortStableFunc(sorted, func(a, b Result) int { return cmp.Compare(a.Wall, b.Wall) })
+	m := sorted[(len(sorted)-1)/2]
+	m.Runs, m.WallMin, m.WallMax = len(sorted), sorted[0].Wall, sorted[len(sorted)-1].Wall
+	return m
+}
+
+func runBulk(ctx context.Context, w Workload, world World, src *input.Reader, sink output.Writer) error {
+	r, err := resolve.New(resolve.Config{Servers: []string{world.DNSAddr()}})
+	if err != nil {
+		return err
+	}
+	_, err = pipeline.Run(ctx, w.PipelineConfig(world.SMTPPort()), r, src, sink)
+	return err
+}
+
+// maxMismatches bounds the mismatching rows a Result lists.
+const maxMismatches = 5
+
+// checker compares every result with the verdict the world implies and
+// passes it on. Both strategies write through it, from one goroutine at a
+// time.
+type checker struct {
+	w          Workload
+	next       output.Writer
+	rows       int
+	wrong      int
+	mismatches []string
+	verdicts   map[string]string
+
+	heapAt  int       // write the heap profile after this many rows
+	heap    io.Writer // nil = no heap profile
+	heapErr error
+}
+
+func (c *checker) Write(fields []string, r output.Result) error {
+	c.rows++
+	status, reason, ok := c.w.Expect(r.Email)
+	if !ok || status != r.Status || reason != r.Reason {
+		c.wrong++
+		if len(c.mismatches) < maxMismatches {
+			c.mismatches = append(c.mismatches, fmt.Sprintf("row %d %s: got %s/%s, want %s/%s", r.Row, r.Email, r.Status, r.Reason, status, reason))
+		}
+	}
+	if c.verdicts != nil {
+		c.verdicts[r.Email] = r.Status + "/" + r.Reason
+	}
+	if c.heap != nil && c.rows == c.heapAt {
+		runtime.GC() // the profile shows the heap as of the last GC
+		c.heapErr = pprof.Lookup("heap").WriteTo(c.heap, 0)
+	}
+	return c.next.Write(fields, r)
+}
+
+func (c *checker) Flush() error { return c.next.Flush() }

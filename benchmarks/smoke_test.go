@@ -1,0 +1,76 @@
+package benchmarks
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// smallWorkload is a few hundred addresses with real (if short) latency.
+func smallWorkload() Workload {
+	return Workload{
+		Name: "smoke", Addresses: 200, Domains: 20, Hosts: 5, Skew: 1, CatchAllEvery: 5, Seed: 7,
+		RTT:            5 * time.Millisecond,
+		MaxConnections: 16, MaxConnectionsPerHost: 2, RcptPerTransaction: 10, RcptPerConnection: 30,
+	}
+}
+
+// TestStrategiesAgree runs both strategies over the same world: each must
+// give every address the verdict the world implies (so they agree with each
+// other), the naive one must open a connection per address and ask the DNS
+// afresh for each, and bulkverify must not.
+func TestStrategiesAgree(t *testing.T) {
+	w := smallWorkload()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	results := map[Strategy]Result{}
+	for _, s := range []Strategy{Bulk, Naive} {
+		res, err := Run(ctx, w, s, RunOptions{Record: true})
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if res.Rows != w.Addresses || res.Wrong != 0 {
+			t.Fatalf("%s: %d rows, %d wrong verdicts (want %d, 0): %v", s, res.Rows, res.Wrong, w.Addresses, res.Mismatches)
+		}
+		if len(res.Verdicts) != w.Addresses {
+			t.Fatalf("%s: %d distinct addresses recorded, want %d", s, len(res.Verdicts), w.Addresses)
+		}
+		if res.ByVerb["DATA"] != 0 || res.ByVerb["BDAT"] != 0 {
+			t.Fatalf("%s sent DATA/BDAT: %v", s, res.ByVerb)
+		}
+		results[s] = res
+	}
+	bulk, nv := results[Bulk], results[Naive]
+	for addr, v := range bulk.Verdicts {
+		if nv.Verdicts[addr] != v {
+			t.Errorf("%s: bulkverify %s, naive %s", addr, v, nv.Verdicts[addr])
+		}
+	}
+
+	checks := []struct {
+		name      string
+		got, want int
+		atLeast   bool
+	}{
+		{"naive connections", nv.Connections, w.Addresses, true},
+		{"naive RCPT (catch-all + real per address)", nv.ByVerb["RCPT"], 2 * w.Addresses, false},
+		{"naive DNS queries (MX, A, AAAA per address)", nv.DNSQueries, 3 * w.Addresses, false},
+		{"bulkverify RCPT (addresses + one catch-all probe per domain)", bulk.ByVerb["RCPT"], w.Addresses + w.Domains, false},
+	}
+	for _, c := range checks {
+		if (c.atLeast && c.got < c.want) || (!c.atLeast && c.got != c.want) {
+			t.Errorf("%s = %d, want %s%d", c.name, c.got, map[bool]string{true: ">= ", false: ""}[c.atLeast], c.want)
+		}
+	}
+	if bulk.Connections*5 > nv.Connections {
+		t.Errorf("bulkverify used %d connections, naive %d: expected far fewer", bulk.Connections, nv.Connections)
+	}
+	if bulk.DNSQueries*5 > nv.DNSQueries {
+		t.Errorf("bulkverify sent %d DNS queries, naive %d: expected far fewer", bulk.DNSQueries, nv.DNSQueries)
+	}
+	if bulk.Wall < bulk.Bound.Time {
+		t.Errorf("bulkverify took %v, less than the lower bound %v: the bound is wrong", bulk.Wall, bulk.Bound.Time)
+	}
+	t.Logf("bulkverify %v (bound %v), naive %v (bound %v)", bulk.Wall, bulk.Bound.Time, nv.Wall, nv.NaiveBound)
+}
