@@ -134,6 +134,10 @@ func scanQuoted(s string) (end int, detail string) {
 		switch {
 		case c == '"':
 			return i + 1, ""
+		case c == '<' || c == '>' || (c == '\\' && i+1 < len(s) && (s[i+1] == '<' || s[i+1] == '>')):
+			// RFC 5321 allows them quoted, but inside RCPT TO:<…> they
+			// would end the path early; no real mailbox needs them.
+			return 0, "< and > are not accepted in a local part, even quoted"
 		case c == '\\':
 			// quoted-pairSMTP = %d92 %d32-126
 			if i+1 >= len(s) || s[i+1] < 32 || s[i+1] > 126 {

@@ -40,6 +40,8 @@ func TestParseAddress(t *testing.T) {
 		{name: "quoted local part with space", in: `"a b"@example.com`, want: Address{Local: `"a b"`, Domain: "example.com"}},
 		{name: "escaped quote inside quotes", in: `"a\"b"@example.com`, want: Address{Local: `"a\"b"`, Domain: "example.com"}},
 		{name: "@ inside quotes", in: `"a@b"@example.com`, want: Address{Local: `"a@b"`, Domain: "example.com"}},
+		{name: "< inside quotes: it would end RCPT TO:<…> early", in: `"a<b"@example.com`, reason: ReasonSyntax},
+		{name: "escaped > inside quotes", in: `"a\>b"@example.com`, reason: ReasonSyntax},
 		{name: "dots inside", in: "a.b.c@example.com", want: Address{Local: "a.b.c", Domain: "example.com"}},
 		{name: "leading dot", in: ".a@example.com", reason: ReasonSyntax},
 		{name: "trailing dot", in: "a.@example.com", reason: ReasonSyntax},

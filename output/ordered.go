@@ -3,6 +3,7 @@ package output
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,10 +38,10 @@ func NewOrdered[T Row[T]](inner RowWriter[T], dir string, skip *Done) (*Ordered[
 	return o, nil
 }
 
-type waiting[T any] struct {
-	Fields []string `json:"f"`
-	Row    T        `json:"r"`
-}
+// A waiting row is stored as its input fields, byte for byte (a CSV in
+// Latin-1 must come out as it went in, which JSON strings would not allow),
+// then the result as JSON: uvarint(count), count × (uvarint(len), bytes),
+// then the JSON.
 
 // Write writes r now if it is the next row, else parks it.
 func (o *Ordered[T]) Write(inputFields []string, r T) error {
@@ -56,10 +57,16 @@ func (o *Ordered[T]) Write(inputFields []string, r T) error {
 }
 
 func (o *Ordered[T]) park(n int, fields []string, r T) error {
-	data, err := json.Marshal(waiting[T]{Fields: fields, Row: r})
+	data := binary.AppendUvarint(nil, uint64(len(fields)))
+	for _, f := range fields {
+		data = binary.AppendUvarint(data, uint64(len(f)))
+		data = append(data, f...)
+	}
+	js, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("output: keeping order: %w", err)
 	}
+	data = append(data, js...)
 	var head [4]byte
 	binary.LittleEndian.PutUint32(head[:], uint32(len(data)))
 	if _, err := o.tmp.WriteAt(append(head[:], data...), o.size); err != nil {
@@ -89,12 +96,12 @@ func (o *Ordered[T]) drain() error {
 		if _, err := io.ReadFull(io.NewSectionReader(o.tmp, off+4, int64(len(data))), data); err != nil {
 			return fmt.Errorf("output: keeping order: %w", err)
 		}
-		var w waiting[T]
-		if err := json.Unmarshal(data, &w); err != nil {
+		fields, r, err := decodeWaiting[T](data)
+		if err != nil {
 			return fmt.Errorf("output: keeping order: %w", err)
 		}
 		o.offsets[o.next] = 0
-		if err := o.inner.Write(w.Fields, w.Row); err != nil {
+		if err := o.inner.Write(fields, r); err != nil {
 			return err
 		}
 		o.next++
@@ -112,3 +119,23 @@ func (o *Ordered[T]) Flush() error { return o.inner.Flush() }
 
 // Close drops the temporary file.
 func (o *Ordered[T]) Close() error { return o.tmp.Close() }
+
+func decodeWaiting[T any](data []byte) ([]string, T, error) {
+	var r T
+	n, k := binary.Uvarint(data)
+	if k <= 0 || n > uint64(len(data)) {
+		return nil, r, errors.New("damaged waiting row")
+	}
+	data = data[k:]
+	fields := make([]string, n)
+	for i := range fields {
+		l, k := binary.Uvarint(data)
+		if k <= 0 || l > uint64(len(data)-k) {
+			return nil, r, errors.New("damaged waiting row")
+		}
+		fields[i] = string(data[k : k+int(l)])
+		data = data[k+int(l):]
+	}
+	err := json.Unmarshal(data, &r)
+	return fields, r, err
+}

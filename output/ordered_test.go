@@ -72,3 +72,25 @@ func TestOrdered(t *testing.T) {
 		})
 	}
 }
+
+// Input that is not UTF-8 (a Latin-1 file) comes out byte for byte, also
+// from rows that waited.
+func TestOrderedKeepsBytes(t *testing.T) {
+	var buf bytes.Buffer
+	inner, _ := NewCSV(&buf, []string{"name", "email"})
+	o, err := NewOrdered[Result](inner, t.TempDir(), &Done{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	latin1 := "Jos\xe9 M\xfcller"
+	for _, n := range []int{2, 1} {
+		if err := o.Write([]string{latin1, "a@x.test"}, Result{Row: n, Email: "a@x.test", Status: StatusDeliverable}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Flush()
+	if got := bytes.Count(buf.Bytes(), []byte(latin1)); got != 2 {
+		t.Errorf("%d rows kept their bytes, want 2: %q", got, buf.String())
+	}
+}

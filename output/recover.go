@@ -2,7 +2,6 @@ package output
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -120,17 +119,19 @@ func Recover(path, format string, header []string) (f *os.File, done *Done, fres
 
 // recoverCSV returns the rows of the complete records and the offset just
 // after the last complete one. A record is complete when it has every
-// column and its line end.
+// column and its line end. It streams: an output of millions of rows is not
+// read into memory.
 func recoverCSV(f *os.File, header []string) (*Done, int64, error) {
-	data, err := io.ReadAll(f) // bounded by what this tool wrote; read once, sequentially
+	st, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
 	}
-	r := csv.NewReader(bytes.NewReader(data))
+	size := st.Size()
+	r := csv.NewReader(bufio.NewReaderSize(f, 1<<20))
 	r.FieldsPerRecord = -1
 	r.ReuseRecord = true
 	first, err := r.Read()
-	if err != nil || !lineEnded(data, r.InputOffset()) {
+	if err != nil || !endsLine(f, r.InputOffset(), size) {
 		return &Done{}, 0, nil // not even a whole header line
 	}
 	if !slices.Equal(first, header) {
@@ -151,42 +152,42 @@ func recoverCSV(f *os.File, header []string) (*Done, int64, error) {
 	good := r.InputOffset()
 	for {
 		rec, err := r.Read()
-		if err != nil {
-			break // io.EOF, or the half-written tail
-		}
-		end := r.InputOffset()
-		if len(rec) != len(header) || !lineEnded(data, end) {
+		if errors.Is(err, io.EOF) {
 			break
 		}
-		n, err := strconv.Atoi(rec[rowCol])
-		if err != nil || n < 1 {
-			return nil, 0, &RecoverError{Reason: fmt.Sprintf("a row has %q in its row column", rec[rowCol])}
+		end := r.InputOffset()
+		n := 0
+		if err == nil && len(rec) == len(header) {
+			n, err = strconv.Atoi(rec[rowCol])
+			if err != nil || n < 1 {
+				return nil, 0, &RecoverError{Reason: fmt.Sprintf("a row has %q in its row column", rec[rowCol])}
+			}
+		}
+		if err != nil || len(rec) != len(header) || !endsLine(f, end, size) {
+			// A crash leaves a prefix of what was written, so only the
+			// last record can be broken; anything after a broken one is
+			// damage we did not do, and cutting it off would lose it.
+			if _, err := r.Read(); !errors.Is(err, io.EOF) {
+				return nil, 0, &RecoverError{Reason: fmt.Sprintf("damaged at byte %d, with more rows after it", good)}
+			}
+			break
 		}
 		done.Add(n)
 		good = end
 	}
-	// A crash leaves a prefix of what was written, so only the last record
-	// can be broken; a whole record after a broken one is damage we did
-	// not do, and cutting it off would lose it.
-	tail := csv.NewReader(bytes.NewReader(data[good:]))
-	tail.FieldsPerRecord = -1
-	for {
-		rec, err := tail.Read()
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, csv.ErrQuote) {
-				return done, good, nil
-			}
-			line, _ := tail.FieldPos(0)
-			return nil, 0, &RecoverError{Reason: fmt.Sprintf("damaged after byte %d (line %d of the rest): %v", good, line, err)}
-		}
-		if len(rec) == len(header) && lineEnded(data[good:], tail.InputOffset()) {
-			return nil, 0, &RecoverError{Reason: fmt.Sprintf("a damaged row at byte %d is followed by complete ones", good)}
-		}
-	}
+	return done, good, nil
 }
 
-func lineEnded(data []byte, off int64) bool {
-	return off > 0 && off <= int64(len(data)) && data[off-1] == '\n'
+// endsLine reports whether the record ending at off (as csv.Reader counts)
+// ended with its line end. Only the last record of the file can lack it,
+// so only then is the file read again.
+func endsLine(f *os.File, off, size int64) bool {
+	if off < size {
+		return true
+	}
+	var b [1]byte
+	_, err := f.ReadAt(b[:], off-1)
+	return off > 0 && err == nil && b[0] == '\n'
 }
 
 // recoverJSONL does the same for JSON Lines: a line is complete when it ends

@@ -13,6 +13,9 @@ import (
 // A result starting with = + - or @ gets a leading ' so that spreadsheets do
 // not run it as a formula; the ' counts towards max.
 func Sanitize(s string, max int) string {
+	if alreadyClean(s, max) {
+		return s // the common case: plain text, no allocation
+	}
 	// Collect at most max+1 runes: enough to know whether the text must be cut.
 	capacity := len(s)
 	if max > 0 && max+1 < capacity {
@@ -51,4 +54,26 @@ func Sanitize(s string, max int) string {
 		out = append(out, '…')
 	}
 	return string(out)
+}
+
+// alreadyClean reports whether Sanitize would return s unchanged: printable
+// ASCII with single inner spaces, within max, not starting like a formula.
+func alreadyClean(s string, max int) bool {
+	if s == "" {
+		return true
+	}
+	if (max > 0 && len(s) > max) || s[0] == ' ' || s[len(s)-1] == ' ' {
+		return false
+	}
+	switch s[0] {
+	case '=', '+', '-', '@':
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c > '~' || (c == ' ' && s[i+1] == ' ') {
+			return false
+		}
+	}
+	return true
 }

@@ -30,6 +30,7 @@ const (
 	ReasonProtocolError    = "protocol_error"
 	ReasonTLSUnavailable   = "tls_unavailable"
 	ReasonAcceptAll        = "accept_all"
+	ReasonUncheckedMX      = "unchecked_mx"
 	ReasonRaggedRow        = "ragged_row"
 )
 

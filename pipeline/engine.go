@@ -59,8 +59,10 @@ type engine struct {
 	workers     sync.WaitGroup
 	connections atomic.Int64
 
-	mu     sync.Mutex // guards domainState fields and timers
-	timers []*time.Timer
+	mu       sync.Mutex // guards domainState fields and the retry timers
+	timers   map[*time.Timer]struct{}
+	stopped  bool           // no more retries: the run is over
+	timersWG sync.WaitGroup // retry callbacks running or due
 }
 
 // domainState is what the engine knows about one domain during a run.
@@ -72,6 +74,7 @@ type domainState struct {
 	// asked in the same transaction as the domain's real recipients.
 	probePending bool
 	catchAll     *bool
+	checkHost    string    // the MX host that answered the check
 	held         []Verdict // acceptances waiting for the catch-all answer
 }
 
@@ -100,6 +103,7 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 		out:     out,
 		start:   time.Now(),
 		workCtx: ctx,
+		timers:  map[*time.Timer]struct{}{},
 	}
 	e.router = newRouter(&e.cfg, e.startWorker, e.hostGaveUp)
 	total := 0
@@ -114,11 +118,7 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 	case <-ctx.Done():
 	}
 	e.router.stop()
-	e.mu.Lock()
-	for _, t := range e.timers {
-		t.Stop()
-	}
-	e.mu.Unlock()
+	e.stopRetries()
 	e.workers.Wait()
 	return EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed()}
 }
@@ -192,12 +192,48 @@ func (e *engine) conclude(t *target, status, reason string, reply *probe.Reply, 
 	if delay, ok := e.retryDelay(t, status, reason, reply); ok {
 		t.retries++
 		t.mxIdx = 0
-		e.mu.Lock()
-		e.timers = append(e.timers, time.AfterFunc(delay, func() { e.router.add([]*target{t}) }))
-		e.mu.Unlock()
+		e.retryLater(delay, t)
 		return
 	}
 	e.emit(t, Verdict{Status: status, Reason: reason, Reply: reply, MXHost: mxHost, TLS: t.lastTLS})
+}
+
+// retryLater puts t back in the queue after delay.
+func (e *engine) retryLater(delay time.Duration, t *target) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	e.timersWG.Add(1)
+	var tm *time.Timer
+	tm = time.AfterFunc(delay, func() {
+		defer e.timersWG.Done()
+		e.mu.Lock()
+		delete(e.timers, tm) // tm is set: the callback cannot take e.mu before retryLater lets go
+		stopped := e.stopped
+		e.mu.Unlock()
+		if !stopped {
+			e.router.add([]*target{t})
+		}
+	})
+	e.timers[tm] = struct{}{}
+}
+
+// stopRetries cancels the retries not yet due and waits for those already
+// running, which may still be sending a verdict: the output must outlive
+// them.
+func (e *engine) stopRetries() {
+	e.mu.Lock()
+	e.stopped = true
+	for tm := range e.timers {
+		if tm.Stop() {
+			e.timersWG.Done() // it will never run
+		}
+	}
+	e.timers = nil
+	e.mu.Unlock()
+	e.timersWG.Wait()
 }
 
 // retryDelay says whether a temporary answer is worth asking again later,
@@ -252,9 +288,9 @@ func (e *engine) emit(t *target, v Verdict) {
 		switch {
 		case v.Reply == nil:
 		case v.Status == output.StatusDeliverable:
-			dom.catchAll = ptr(true)
+			dom.catchAll, dom.checkHost = ptr(true), v.MXHost
 		case v.Status == output.StatusUndeliverable:
-			dom.catchAll = ptr(false)
+			dom.catchAll, dom.checkHost = ptr(false), v.MXHost
 		}
 		release, dom.held = dom.held, nil
 	case dom.probePending && v.Status == output.StatusDeliverable:
@@ -265,17 +301,28 @@ func (e *engine) emit(t *target, v Verdict) {
 	default:
 		release = []Verdict{v}
 	}
-	catchAll := dom.catchAll
+	catchAll, checkHost := dom.catchAll, dom.checkHost
 	e.mu.Unlock()
 
 	for _, r := range release {
 		r.CatchAll = catchAll
+		if checkHost != "" && r.MXHost != checkHost {
+			// Answered by another MX host (a failover) than the one the
+			// check ran on: its answer to the check is not known.
+			r.CatchAll = nil
+		}
 		if r.CatchAll == nil && r.Reason == ReasonMailboxUnknown {
 			// A domain that refuses a mailbox does not accept everything.
 			r.CatchAll = ptr(false)
 		}
-		if r.Status == output.StatusDeliverable && catchAll != nil && *catchAll {
+		switch {
+		case r.Status != output.StatusDeliverable:
+		case r.CatchAll != nil && *r.CatchAll:
 			r.Status, r.Reason = output.StatusRisky, ReasonAcceptAll
+		case r.CatchAll == nil && checkHost != "":
+			// Backup MX hosts commonly accept everything and sort it out
+			// later; an acceptance that was not checked proves little.
+			r.Status, r.Reason = output.StatusRisky, ReasonUncheckedMX
 		}
 		e.out <- r
 	}
@@ -364,7 +411,11 @@ func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, s
 	sum.Domains += len(b.groups)
 	verdicts := make(chan Verdict, 256)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, sum) })
+	// A write error stops the probing at once (the writer still drains,
+	// so nothing blocks): there is no point asking what cannot be written.
+	gctx, stopProbing := context.WithCancel(gctx)
+	defer stopProbing()
+	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, sum, stopProbing) })
 	var stats EngineStats
 	g.Go(func() error {
 		defer close(verdicts)
@@ -382,7 +433,7 @@ func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, s
 
 // writeResults is the only goroutine that touches sink. After a write error
 // it keeps draining so that the engine never blocks, and reports the error.
-func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writer, sum *Summary) error {
+func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writer, sum *Summary, stopProbing func()) error {
 	var werr error
 	write := func(ref rowRef, res output.Result) {
 		if werr != nil {
@@ -391,6 +442,7 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 		res.Row = ref.row
 		if err := sink.Write(ref.fields, res); err != nil {
 			werr = fmt.Errorf("writing results: %w", err)
+			stopProbing()
 			return
 		}
 		sum.ByStatus[res.Status]++
@@ -411,7 +463,9 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 		select {
 		case v, ok = <-verdicts:
 		case <-ticker.C:
-			checkpoint(cfg, sink, &werr)
+			if checkpoint(cfg, sink, &werr); werr != nil {
+				stopProbing()
+			}
 			continue
 		}
 		if !ok {

@@ -99,7 +99,9 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 
 	verdicts := make(chan Verdict, 256)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return writePeople(cfg, fc, b, verdicts, sink, &sum) })
+	gctx, stopProbing := context.WithCancel(gctx)
+	defer stopProbing()
+	g.Go(func() error { return writePeople(cfg, fc, b, verdicts, sink, &sum, stopProbing) })
 	var stats EngineStats
 	g.Go(func() error {
 		defer close(verdicts)
@@ -205,11 +207,12 @@ func readPeople(src *input.Reader, fc FindConfig) (findBatch, error) {
 // writePeople is the only goroutine that touches the sinks. A person is
 // written once their whole domain is answered.
 func writePeople(cfg Config, fc FindConfig, b findBatch, verdicts <-chan Verdict,
-	sink output.RowWriter[output.FindResult], sum *Summary) error {
+	sink output.RowWriter[output.FindResult], sum *Summary, stopProbing func()) error {
 	var werr error
 	fail := func(err error) {
 		if werr == nil {
 			werr = fmt.Errorf("writing results: %w", err)
+			stopProbing()
 		}
 	}
 	write := func(ref rowRef, r output.FindResult) {
@@ -255,8 +258,8 @@ func writePeople(cfg Config, fc FindConfig, b findBatch, verdicts <-chan Verdict
 			}
 		}
 	}
-	if err := sink.Flush(); err != nil {
-		fail(err)
+	if checkpoint(cfg, sink, &werr); werr != nil {
+		stopProbing()
 	}
 	if fc.Candidates != nil {
 		if err := fc.Candidates.Flush(); err != nil {

@@ -40,8 +40,18 @@ type hostQueue struct {
 	everUsed    bool
 	limiter     *rate.Limiter // RCPT per second, nil = unlimited
 	txnLimit    int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
+	connCap     int           // connections the server allows us, learnt from refusals while others were open; 0 = not known
 	down        *hostFailure  // why the host could not be used ...
 	downUntil   time.Time     // ... and until when it is skipped
+}
+
+// maxConns is the per-host connection cap: the configured one, or the
+// server's own if it has shown a lower one.
+func (h *hostQueue) maxConns(configured int) int {
+	if h.connCap > 0 && h.connCap < configured {
+		return h.connCap
+	}
+	return configured
 }
 
 func (h *hostQueue) isDown(now time.Time) bool {
@@ -150,7 +160,7 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 		}
 		if !h.isDown(now) {
 			h.pending = append(h.pending, t)
-			if !r.stopped && (h.workers == 0 || (h.workers < r.cfg.MaxConnectionsPerHost &&
+			if !r.stopped && (h.workers == 0 || (h.workers < h.maxConns(r.cfg.MaxConnectionsPerHost) &&
 				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog)) {
 				h.workers++
 				r.spawn(h)
@@ -281,7 +291,14 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 	var failed []failedTarget
 	r.mu.Lock()
 	now := time.Now()
-	if h.established == 0 && !h.isDown(now) {
+	if h.workers > 1 || h.established > 0 {
+		// Others are connecting or connected: this failure may be the
+		// server's own cap on connections from us ("421 too many
+		// connections"). Keep to what it allows from now on.
+		if f.reply != nil && h.established > 0 && (h.connCap == 0 || h.established < h.connCap) {
+			h.connCap = h.established
+		}
+	} else if !h.isDown(now) {
 		h.down = f
 		// Skipped until the first delayed retry is due, so that retries
 		// find it again; for the whole run when there are no retries.

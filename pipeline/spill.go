@@ -18,11 +18,15 @@ import (
 // spillParts temporary files, chosen by its domain, and the files are then
 // verified one after another, each grouped in memory on its own. Hashing by
 // domain keeps a domain's addresses together (one MX lookup, one catch-all
-// check, duplicates probed once). A domain too big for its share of the
-// budget is spread over the files by address instead, which still sends a
-// duplicate address to one file; it costs that domain a catch-all check
-// per file.
-const spillParts = 64
+// check, duplicates probed once). A domain that already fills a good part of
+// a file's share in the rows read before spilling is spread over the files
+// by address instead (a duplicate address still lands in one file), at the
+// cost of one catch-all check per file for that domain.
+//
+// Each file is a barrier: its slowest host (or its delayed retries) holds up
+// the next one, so there are few of them; past spillParts × MemoryRows rows
+// a file holds more than MemoryRows rows.
+const spillParts = 16
 
 // recordSource is where rows come from: the input file, or a spill file.
 type recordSource interface {
@@ -34,15 +38,15 @@ type spiller struct {
 	files    []*os.File
 	writers  []*bufio.Writer
 	csv      []*csv.Writer
-	perPart  int            // rows a partition should hold to stay within the budget
-	domRows  map[string]int // rows seen per domain, to notice huge ones
-	col      int            // address column
-	width    int            // header width, to recognise ragged rows
+	perPart  int             // rows a partition should hold to stay within the budget
+	huge     map[string]bool // domains spread by address
+	col      int             // address column
+	width    int             // header width, to recognise ragged rows
 	rowsSeen int
 }
 
 func newSpiller(dir string, memoryRows, col, width int) (*spiller, error) {
-	s := &spiller{perPart: max(1, memoryRows/spillParts), domRows: map[string]int{}, col: col, width: width}
+	s := &spiller{perPart: max(1, memoryRows/spillParts), huge: map[string]bool{}, col: col, width: width}
 	for range spillParts {
 		f, err := os.CreateTemp(dir, "bulkverify-spill-*")
 		if err != nil {
@@ -71,8 +75,7 @@ func (s *spiller) add(row int, fields []string) error {
 	key := raw
 	if addr, err := input.ParseAddress(raw); err == nil {
 		key = addr.Domain
-		s.domRows[key]++
-		if s.domRows[key] > s.perPart/2 {
+		if s.huge[key] {
 			key = addr.String()
 		}
 	}
@@ -138,8 +141,15 @@ func (sr *spillReader) Next() (input.Record, error) {
 	return r, nil
 }
 
-// spillBatch moves an in-memory batch into the spiller.
+// spillBatch moves an in-memory batch into the spiller, first deciding from
+// it which domains are too big to keep in one file: deciding before any row
+// is written keeps every address in one file.
 func spillBatch(s *spiller, b batch) error {
+	for _, g := range b.groups {
+		if len(g.Addresses) > s.perPart/2 {
+			s.huge[g.Domain] = true
+		}
+	}
 	for _, inv := range b.invalid {
 		if err := s.add(inv.ref.row, inv.ref.fields); err != nil {
 			return err

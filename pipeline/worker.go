@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
@@ -36,6 +37,7 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 		return
 	}
 	defer func() { <-e.slots }()
+	pushedBack := 0
 	for ctx.Err() == nil {
 		sess, fail := e.connect(ctx, h)
 		if fail != nil {
@@ -46,11 +48,32 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 		}
 		e.connections.Add(1)
 		e.router.sessionUp(h, 1)
-		again := e.serve(ctx, h, sess)
+		again, troubled := e.serve(ctx, h, sess)
 		e.router.sessionUp(h, -1)
 		if !again {
 			return
 		}
+		if !troubled {
+			pushedBack = 0
+			continue
+		}
+		// Back off before knocking again: 1 s, 2 s, 4 s … at most 30 s.
+		pushedBack++
+		if !sleep(ctx, min(time.Second<<(pushedBack-1), 30*time.Second)) {
+			return
+		}
+	}
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -133,8 +156,9 @@ func isTimeout(err error) bool {
 
 // serve asks h's queued addresses over sess until the queue stays empty or
 // the connection has asked its share. It reports whether the worker should
-// open a new session for more work.
-func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again bool) {
+// open a new session for more work, and whether the server pushed back (421,
+// a temporary refusal of MAIL), which calls for a pause first.
+func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again, troubled bool) {
 	defer func() {
 		if sess.Closed() {
 			sess.Close()
@@ -152,10 +176,10 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 	mailOpen, needReset := false, false
 	for {
 		if onConn >= e.cfg.RcptPerConnection {
-			return e.router.hasPending(h)
+			return e.router.hasPending(h), false
 		}
 		if !e.router.waitForWork(ctx, h, e.cfg.IdleTimeout) {
-			return false
+			return false, false
 		}
 		n := min(e.router.txnLimit(h)-inTxn, e.cfg.RcptPerConnection-onConn)
 		if n <= 0 {
@@ -163,9 +187,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			continue
 		}
 		batch := e.router.take(h, n)
-		if !smtputf8 {
-			batch = e.dropUnsendable(batch, h.name)
-		}
+		batch = e.dropUnsendable(batch, h.name, smtputf8)
 		if len(batch) == 0 {
 			continue
 		}
@@ -173,7 +195,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			reply, err := sess.Reset(ctx)
 			if err != nil || !reply.Positive() {
 				e.router.requeue(h, batch) // nothing was asked for them
-				return true
+				return true, false
 			}
 			needReset = false
 		}
@@ -184,12 +206,12 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		if !mailOpen {
 			if !e.pause(ctx) {
 				e.router.requeue(h, batch)
-				return false
+				return false, false
 			}
 			reply, err := sess.Mail(ctx, smtputf8)
 			if err != nil {
 				e.retryOrFail(ctx, h, batch, err)
-				return true
+				return true, false
 			}
 			switch {
 			case reply.Positive():
@@ -202,18 +224,18 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				continue
 			default:
 				e.retryOrFailReply(h, batch, reply)
-				return !sess.Closed()
+				return true, onConn == 0 // pushed back before any answer
 			}
 		}
 		if h.limiter != nil {
 			if err := h.limiter.WaitN(ctx, len(batch)); err != nil {
 				e.router.requeue(h, batch)
-				return false
+				return false, false
 			}
 		}
 		if !e.pause(ctx) {
 			e.router.requeue(h, batch)
-			return false
+			return false, false
 		}
 		replies, err := sess.RcptBatch(ctx, addresses(batch))
 		answered, restartTxn := 0, false
@@ -221,7 +243,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			t := batch[i]
 			if reply.Code == 421 {
 				e.retryOrFailReply(h, batch[i:], reply)
-				return true
+				return true, onConn+answered == 0 // pushed back before any answer
 			}
 			if tooManyRecipients(reply) && inTxn+i > 0 {
 				// The server's own per-transaction cap: not a verdict. Ask
@@ -239,7 +261,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		}
 		if err != nil && !restartTxn {
 			e.retryOrFail(ctx, h, batch[len(replies):], err)
-			return true
+			return true, false
 		}
 		inTxn += answered
 		onConn += answered
@@ -249,16 +271,20 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 	}
 }
 
-// dropUnsendable finishes addresses the server cannot be asked about
-// (UTF-8 local parts without SMTPUTF8) and returns the rest.
-func (e *engine) dropUnsendable(batch []*target, host string) []*target {
+// dropUnsendable finishes addresses the server cannot be asked about (UTF-8
+// local parts without SMTPUTF8, anything the client refuses to put in a
+// command) and returns the rest, so that one of them cannot sink a batch.
+func (e *engine) dropUnsendable(batch []*target, host string, smtputf8 bool) []*target {
 	kept := batch[:0]
 	for _, t := range batch {
-		if t.addr.NeedsSMTPUTF8 {
+		switch {
+		case t.addr.NeedsSMTPUTF8 && !smtputf8:
 			e.conclude(t, output.StatusUnknown, ReasonSMTPUTF8, nil, host)
-			continue
+		case probe.CheckAddress(t.addr.String()) != nil:
+			e.conclude(t, output.StatusInvalid, input.ReasonSyntax, nil, host)
+		default:
+			kept = append(kept, t)
 		}
-		kept = append(kept, t)
 	}
 	return kept
 }
@@ -307,17 +333,7 @@ func (e *engine) concludeReply(t *target, reply probe.Reply, host string) {
 
 // pause waits CommandPause before a command; false when ctx ended.
 func (e *engine) pause(ctx context.Context) bool {
-	if e.cfg.CommandPause <= 0 {
-		return true
-	}
-	t := time.NewTimer(e.cfg.CommandPause)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return e.cfg.CommandPause <= 0 || sleep(ctx, e.cfg.CommandPause)
 }
 
 func tooManyRecipients(r probe.Reply) bool {

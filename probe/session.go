@@ -544,6 +544,10 @@ func (s *Session) traceLine(line []byte) { s.trace("S: ", string(line)) }
 // put into: control characters (CR and LF above all) and invalid UTF-8, and
 // angle brackets, which would let an address close the path and add ESMTP
 // parameters. A HELO name additionally must not contain spaces or be empty.
+// CheckAddress reports whether address can be sent in RCPT TO at all: it
+// wraps ErrBadArgument when the client would refuse it.
+func CheckAddress(address string) error { return checkArg("address", address, false) }
+
 func checkArg(what, v string, helo bool) error {
 	if !utf8.ValidString(v) {
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrBadArgument, what, v)
