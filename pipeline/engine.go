@@ -80,15 +80,14 @@ type domainState struct {
 
 // target is one distinct address on its way through the engine.
 type target struct {
-	addr      input.Address
-	dom       *domainState
-	catchAll  bool // the synthetic catch-all probe, not a user's address
-	mxIdx     int  // index into dom.mail.Hosts of the host it is routed to
-	tries     int  // RCPT commands sent for it
-	retries   int  // delayed retry rounds used
-	firstTry  time.Time
-	lastTLS   *bool
-	lastReply *probe.Reply
+	addr     input.Address
+	dom      *domainState
+	catchAll bool // the synthetic catch-all probe, not a user's address
+	mxIdx    int  // index into dom.mail.Hosts of the host it is routed to
+	tries    int  // RCPT commands sent for it
+	retries  int  // delayed retry rounds used
+	firstTry time.Time
+	lastTLS  *bool
 }
 
 // probeEngine runs the engine over groups and sends exactly one Verdict per
@@ -133,9 +132,11 @@ func (e *engine) resolveAll(ctx context.Context, groups []DomainGroup) {
 		}
 		g.Go(func() error {
 			dom := &domainState{name: grp.Domain}
+			block := make([]target, len(grp.Addresses)) // one allocation per domain, not per address
 			targets := make([]*target, 0, len(grp.Addresses)+1)
-			for _, a := range grp.Addresses {
-				targets = append(targets, &target{addr: a, dom: dom})
+			for i, a := range grp.Addresses {
+				block[i] = target{addr: a, dom: dom}
+				targets = append(targets, &block[i])
 			}
 			mail, err := e.res.LookupMail(gctx, grp.Domain)
 			if err != nil {
@@ -486,8 +487,8 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 			res.EnhancedCode = v.Reply.Enhanced
 			res.SMTPMessage = v.Reply.Text()
 		}
-		for _, ref := range b.byKey[v.Addr.String()] {
-			write(ref, res)
+		if refs, ok := b.byKey[res.Email]; ok {
+			refs.each(func(ref rowRef) { write(ref, res) })
 		}
 	}
 	checkpoint(cfg, sink, &werr)

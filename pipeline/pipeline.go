@@ -98,6 +98,21 @@ type rowRef struct {
 	fields []string
 }
 
+// rowRefs are the rows that asked for one address. Most addresses appear
+// once, so the first row is held inline: no slice per address.
+type rowRefs struct {
+	first rowRef
+	more  []rowRef
+}
+
+// each calls f for every row.
+func (r rowRefs) each(f func(rowRef)) {
+	f(r.first)
+	for _, ref := range r.more {
+		f(ref)
+	}
+}
+
 // invalidRow is a row that holds no address worth probing.
 type invalidRow struct {
 	ref    rowRef
@@ -110,14 +125,14 @@ type batch struct {
 	rows    int
 	skipped int
 	invalid []invalidRow
-	groups  []DomainGroup       // distinct addresses by domain, in order of first appearance
-	byKey   map[string][]rowRef // address -> the rows that asked for it
+	groups  []DomainGroup      // distinct addresses by domain, in order of first appearance
+	byKey   map[string]rowRefs // address -> the rows that asked for it
 }
 
 // readAll groups the rows of src. With limit > 0 it stops once it holds more
 // than limit rows and reports full: the caller spills instead.
 func readAll(src recordSource, skip func(int) bool, limit int) (b batch, full bool, err error) {
-	b = batch{byKey: map[string][]rowRef{}}
+	b = batch{byKey: map[string]rowRefs{}}
 	domIdx := map[string]int{}
 	for {
 		if limit > 0 && b.rows-b.skipped > limit {
@@ -151,10 +166,11 @@ func readAll(src recordSource, skip func(int) bool, limit int) (b batch, full bo
 		}
 		key := addr.String()
 		if refs, ok := b.byKey[key]; ok {
-			b.byKey[key] = append(refs, ref)
+			refs.more = append(refs.more, ref)
+			b.byKey[key] = refs
 			continue
 		}
-		b.byKey[key] = []rowRef{ref}
+		b.byKey[key] = rowRefs{first: ref}
 		i, ok := domIdx[addr.Domain]
 		if !ok {
 			i = len(b.groups)

@@ -211,33 +211,45 @@ func (r *router) requeue(h *hostQueue, targets []*target) {
 // should let its connection go (false): nothing more can arrive, another
 // host is waiting for a connection slot, the idle time is over, or ctx ends.
 func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Duration) bool {
-	var timeout <-chan time.Time
+	start := time.Now()
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
 	for {
 		r.mu.Lock()
 		if len(h.pending) > 0 {
 			r.mu.Unlock()
 			return true
 		}
-		if !r.producing || r.stopped || r.slotWaiters > 0 || idle <= 0 {
+		if !r.producing || r.stopped || idle <= 0 {
 			r.mu.Unlock()
 			return false
 		}
+		if r.slotWaiters > 0 {
+			// Another host waits for a slot: give this one up soon, but
+			// not at once, for answers arriving in a burst (domains of
+			// this host still being resolved) would open it again.
+			if wait := slotGrace - time.Since(start); wait <= 0 {
+				r.mu.Unlock()
+				return false
+			} else if wait < idle-time.Since(start) {
+				timer.Reset(wait)
+			}
+		}
 		changed := r.changed
 		r.mu.Unlock()
-		if timeout == nil {
-			timer := time.NewTimer(idle)
-			defer timer.Stop()
-			timeout = timer.C
-		}
 		select {
 		case <-changed:
-		case <-timeout:
+		case <-timer.C:
 			return false
 		case <-ctx.Done():
 			return false
 		}
 	}
 }
+
+// slotGrace is how long an idle connection keeps its slot while another
+// host waits for one.
+const slotGrace = 50 * time.Millisecond
 
 // txnLimit is how many RCPT one transaction on h may carry: the configured
 // cap, or less once the server has said where its own limit is.

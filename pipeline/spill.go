@@ -155,12 +155,13 @@ func spillBatch(s *spiller, b batch) error {
 			return err
 		}
 	}
+	var err error
 	for _, refs := range b.byKey {
-		for _, ref := range refs {
-			if err := s.add(ref.row, ref.fields); err != nil {
-				return err
+		refs.each(func(ref rowRef) {
+			if err == nil {
+				err = s.add(ref.row, ref.fields)
 			}
-		}
+		})
 	}
-	return nil
+	return err
 }

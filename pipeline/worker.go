@@ -191,42 +191,6 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		if len(batch) == 0 {
 			continue
 		}
-		if needReset {
-			reply, err := sess.Reset(ctx)
-			if err != nil || !reply.Positive() {
-				e.router.requeue(h, batch) // nothing was asked for them
-				return true, false
-			}
-			needReset = false
-		}
-		for _, t := range batch {
-			t.tries++
-			t.lastTLS = &onTLS
-		}
-		if !mailOpen {
-			if !e.pause(ctx) {
-				e.router.requeue(h, batch)
-				return false, false
-			}
-			reply, err := sess.Mail(ctx, smtputf8)
-			if err != nil {
-				e.retryOrFail(ctx, h, batch, err)
-				return true, false
-			}
-			switch {
-			case reply.Positive():
-				mailOpen = true
-			case reply.Permanent() && reply.Code != 421:
-				// The sender is refused: nothing can be learnt about these recipients here.
-				for _, t := range batch {
-					e.conclude(t, output.StatusUnknown, ReasonSenderRejected, &reply, h.name)
-				}
-				continue
-			default:
-				e.retryOrFailReply(h, batch, reply)
-				return true, onConn == 0 // pushed back before any answer
-			}
-		}
 		if h.limiter != nil {
 			if err := h.limiter.WaitN(ctx, len(batch)); err != nil {
 				e.router.requeue(h, batch)
@@ -237,7 +201,45 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			e.router.requeue(h, batch)
 			return false, false
 		}
-		replies, err := sess.RcptBatch(ctx, addresses(batch))
+		for _, t := range batch {
+			t.tries++
+			t.lastTLS = &onTLS
+		}
+		var replies []probe.Reply
+		var err error
+		if mailOpen {
+			replies, err = sess.RcptBatch(ctx, addresses(batch))
+		} else {
+			// RSET (when a transaction came before), MAIL and the RCPTs
+			// in one pipelined group: one round trip, not three.
+			var tr probe.TxnReplies
+			tr, err = sess.Transaction(ctx, needReset, smtputf8, addresses(batch))
+			if tr.Reset != nil && !tr.Reset.Positive() {
+				for _, t := range batch {
+					t.tries-- // nothing was asked for them
+				}
+				e.router.requeue(h, batch)
+				return true, false
+			}
+			needReset = false
+			switch mail := tr.Mail; {
+			case mail.Code == 0: // no answer to MAIL
+				e.retryOrFail(ctx, h, batch, err)
+				return true, false
+			case mail.Positive():
+				mailOpen = true
+				replies = tr.Rcpts
+			case mail.Permanent() && mail.Code != 421:
+				// The sender is refused: nothing can be learnt about these recipients here.
+				for _, t := range batch {
+					e.conclude(t, output.StatusUnknown, ReasonSenderRejected, &mail, h.name)
+				}
+				continue
+			default:
+				e.retryOrFailReply(h, batch, mail)
+				return true, onConn == 0 // pushed back before any answer
+			}
+		}
 		answered, restartTxn := 0, false
 		for i, reply := range replies {
 			t := batch[i]

@@ -187,3 +187,33 @@ func TestAgainstGoSMTP(t *testing.T) {
 		t.Error("backend Data was called")
 	}
 }
+
+// Transaction sends RSET, MAIL and the RCPTs as one pipelined group: one
+// round trip for a whole transaction, replies matched to the right commands.
+func TestTransactionPipelined(t *testing.T) {
+	be := &mailbox{known: map[string]bool{"a@example.test": true}}
+	addr := startGoSMTP(t, be, nil)
+	ctx := context.Background()
+	s := dial(t, addr, testConfig())
+	defer s.Close()
+	addrs := []string{"a@example.test", "b@example.test"}
+	for i, reset := range []bool{false, true} {
+		before := s.RoundTrips()
+		tr, err := s.Transaction(ctx, reset, false, addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.RoundTrips() - before; got != 1 {
+			t.Errorf("transaction %d took %d round trips, want 1", i, got)
+		}
+		if (tr.Reset != nil) != reset || (reset && tr.Reset.Code != 250) {
+			t.Errorf("transaction %d: RSET reply %v", i, tr.Reset)
+		}
+		if tr.Mail.Code != 250 || len(tr.Rcpts) != 2 || tr.Rcpts[0].Code != 250 || tr.Rcpts[1].Code != 550 {
+			t.Errorf("transaction %d: MAIL %v, RCPT %v", i, tr.Mail, tr.Rcpts)
+		}
+	}
+	if len(be.mails) != 2 || be.rcpts != 4 {
+		t.Errorf("server saw %d MAIL and %d RCPT", len(be.mails), be.rcpts)
+	}
+}

@@ -284,11 +284,81 @@ func (s *Session) RoundTrips() int { return int(s.roundTrips.Load()) }
 // smtputf8 is true. A negative reply is returned, not treated as an error;
 // err reports I/O and protocol failures only.
 func (s *Session) Mail(ctx context.Context, smtputf8 bool) (Reply, error) {
+	return s.command(ctx, s.mailLine(smtputf8), "MAIL")
+}
+
+func (s *Session) mailLine(smtputf8 bool) string {
 	line := "MAIL FROM:<" + s.cfg.MailFrom + ">"
 	if smtputf8 {
 		line += " SMTPUTF8"
 	}
-	return s.command(ctx, line, "MAIL")
+	return line
+}
+
+// TxnReplies are the replies to one Transaction. Reset is nil when no RSET
+// was sent. Rcpts mean something only when Mail is positive: after a refused
+// MAIL the server answers RCPT with 503 (bad sequence).
+type TxnReplies struct {
+	Reset *Reply
+	Mail  Reply
+	Rcpts []Reply
+}
+
+// Transaction starts a mail transaction and asks about addresses: RSET first
+// when reset is true, then MAIL FROM, then RCPT TO for each address. When the
+// server offers PIPELINING the whole group goes out in one write and costs
+// one round trip (RFC 2920 §3.1 lets RSET, MAIL and RCPT all be pipelined);
+// otherwise it is lock-step and stops at a refused RSET or MAIL. On error the
+// replies read so far are returned, as with RcptBatch: len(Rcpts) says which
+// addresses were answered.
+func (s *Session) Transaction(ctx context.Context, reset, smtputf8 bool, addresses []string) (TxnReplies, error) {
+	var out TxnReplies
+	for i, a := range addresses {
+		if err := checkArg("recipient address", a, false); err != nil {
+			return out, fmt.Errorf("%w (batch index %d)", err, i)
+		}
+	}
+	if !s.Supports("PIPELINING") {
+		if reset {
+			r, err := s.Reset(ctx)
+			out.Reset = &r
+			if err != nil || !r.Positive() {
+				return out, err
+			}
+		}
+		var err error
+		if out.Mail, err = s.Mail(ctx, smtputf8); err != nil || !out.Mail.Positive() {
+			return out, err
+		}
+		out.Rcpts, err = s.RcptBatch(ctx, addresses)
+		return out, err
+	}
+	if s.closed.Load() {
+		return out, ErrClosed
+	}
+	lines := make([]string, 0, len(addresses)+2)
+	if reset {
+		lines = append(lines, "RSET")
+	}
+	lines = append(lines, s.mailLine(smtputf8))
+	for _, a := range addresses {
+		lines = append(lines, "RCPT TO:<"+a+">")
+	}
+	replies, err := s.pipeline(ctx, lines)
+	if reset {
+		if len(replies) == 0 {
+			return out, err
+		}
+		out.Reset, replies = &replies[0], replies[1:]
+	}
+	if len(replies) == 0 {
+		if err == nil {
+			err = fmt.Errorf("probe: no reply to MAIL: %w", ErrClosed)
+		}
+		return out, err
+	}
+	out.Mail, out.Rcpts = replies[0], replies[1:]
+	return out, err
 }
 
 // Rcpt sends RCPT TO:<address>. The address must not contain control
