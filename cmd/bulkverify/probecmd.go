@@ -57,19 +57,11 @@ type verdict struct {
 
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, pf := newProbeFlagSet(stderr)
-	positional, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+	address, code, ok := oneArgument(fs, args, "address", stderr)
+	if !ok {
+		return code
 	}
-	if err != nil {
-		return exitUsage // the flag package has printed the problem
-	}
-	if len(positional) != 1 {
-		fmt.Fprintf(stderr, "bulkverify probe: want exactly one address, got %d\n", len(positional))
-		fs.Usage()
-		return exitUsage
-	}
-	v, err := probeAddress(ctx, pf, fs, positional[0], stdout, stderr)
+	v, err := probeAddress(ctx, pf, fs, address, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkverify probe: %v\n", err)
 		return exitCode(ctx, err)

@@ -58,6 +58,25 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	return fs, rf
 }
 
+// oneArgument parses the flags of a command that takes exactly one argument
+// (what names it for the message). When ok is false the command ends with
+// code: the help was asked for, or the call was wrong and has been told so.
+func oneArgument(fs *flag.FlagSet, args []string, what string, stderr io.Writer) (arg string, code int, ok bool) {
+	positional, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return "", exitOK, false
+	}
+	if err != nil {
+		return "", exitUsage, false // the flag package has printed the problem
+	}
+	if len(positional) != 1 {
+		fmt.Fprintf(stderr, "bulkverify %s: want exactly one %s, got %d\n", fs.Name(), what, len(positional))
+		fs.Usage()
+		return "", exitUsage, false
+	}
+	return positional[0], exitOK, true
+}
+
 // parseInterspersed lets flags come after the input file, as in
 // "bulkverify verify leads.csv -o results.csv", which the flag package
 // alone does not allow.
@@ -115,19 +134,11 @@ type job struct {
 // and the exit code every such command has.
 func runFile(ctx context.Context, fs *flag.FlagSet, rf *runFlags, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	makeJob func(context.Context, configs.Config) job) int {
-	positional, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+	inPath, code, ok := oneArgument(fs, args, "input file", stderr)
+	if !ok {
+		return code
 	}
-	if err != nil {
-		return exitUsage // the flag package has printed the problem
-	}
-	if len(positional) != 1 {
-		fmt.Fprintf(stderr, "bulkverify %s: want exactly one input file, got %d\n", fs.Name(), len(positional))
-		fs.Usage()
-		return exitUsage
-	}
-	err = runJob(ctx, rf, fs, positional[0], stdin, stdout, stderr, makeJob)
+	err := runJob(ctx, rf, fs, inPath, stdin, stdout, stderr, makeJob)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkverify: %v\n", err)
 	}
