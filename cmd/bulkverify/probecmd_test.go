@@ -2,26 +2,11 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
-	"io"
-	"log"
-	"math/big"
-	"net"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
+	"github.com/bulkverify/bulkverify/mailsim"
 )
 
 // probeCase is one run of "bulkverify probe" and what it must print.
@@ -183,179 +168,35 @@ func TestEscapingWriter(t *testing.T) {
 	}
 }
 
-// tlsWorld is a hand-made mail world for the STARTTLS cases, independent of
-// the sandbox: a DNS server and two go-smtp servers on one port of two
-// loopback addresses.
+// TestProbeCommandTLS runs against a small world of its own, so that it knows
+// which exchanger offers STARTTLS:
 //
 //	tls.test    MX 10 mx.tls.test    -> 127.0.0.1, offers STARTTLS
 //	plain.test  MX 10 mx.plain.test  -> 127.0.0.2, does not
 //	mixed.test  MX 10 mx.plain.test, MX 20 mx.tls.test
-type tlsWorld struct {
-	dnsAddr string
-	port    int
-	mu      sync.Mutex
-	sni     []string // SNI names the TLS server saw
-	rcptTLS []bool   // per RCPT at either server: over TLS?
-}
-
-func (w *tlsWorld) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &tlsWorldSession{w: w, c: c}, nil
-}
-
-type tlsWorldSession struct {
-	w *tlsWorld
-	c *smtp.Conn
-}
-
-func (s *tlsWorldSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (s *tlsWorldSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	_, isTLS := s.c.TLSConnectionState()
-	s.w.mu.Lock()
-	s.w.rcptTLS = append(s.w.rcptTLS, isTLS)
-	s.w.mu.Unlock()
-	if strings.HasPrefix(to, "alice@") {
-		return nil
-	}
-	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-}
-func (s *tlsWorldSession) Data(io.Reader) error { return errors.New("DATA must never be sent") }
-func (s *tlsWorldSession) Reset()               {}
-func (s *tlsWorldSession) Logout() error        { return nil }
-
-func startTLSWorld(t *testing.T) *tlsWorld {
-	t.Helper()
-	w := &tlsWorld{}
-	lTLS, lPlain := listenPair(t, "127.0.0.1", "127.0.0.2")
-	w.port = lTLS.Addr().(*net.TCPAddr).Port
-	cert := selfSignedCert(t, "mx.tls.test")
-	for _, l := range []net.Listener{lTLS, lPlain} {
-		srv := smtp.NewServer(w)
-		srv.Domain = "mx.test"
-		srv.ErrorLog = log.New(io.Discard, "", 0)
-		if l == lTLS {
-			srv.TLSConfig = &tls.Config{
-				Certificates: []tls.Certificate{cert},
-				GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-					w.mu.Lock()
-					w.sni = append(w.sni, h.ServerName)
-					w.mu.Unlock()
-					return nil, nil
-				},
-			}
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = srv.Serve(l)
-		}()
-		t.Cleanup(func() {
-			srv.Close()
-			<-done
-		})
-	}
-
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.dnsAddr = pc.LocalAddr().String()
-	started := make(chan struct{})
-	ds := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(answerTLSWorld), NotifyStartedFunc: func() { close(started) }}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = ds.ActivateAndServe()
-	}()
-	<-started
-	t.Cleanup(func() {
-		_ = ds.Shutdown()
-		<-served
-	})
-	return w
-}
-
-// listenPair listens on the same free port of two loopback addresses.
-func listenPair(t *testing.T, ip1, ip2 string) (net.Listener, net.Listener) {
-	t.Helper()
-	for range 20 {
-		l1, err := net.Listen("tcp", ip1+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l2, err := net.Listen("tcp", net.JoinHostPort(ip2, strconv.Itoa(l1.Addr().(*net.TCPAddr).Port)))
-		if err == nil {
-			return l1, l2
-		}
-		l1.Close() // the port is taken on ip2: try another
-	}
-	t.Fatal("no port free on both addresses")
-	return nil, nil
-}
-
-func answerTLSWorld(rw dns.ResponseWriter, q *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(q)
-	m.Authoritative = true
-	hdr := func(name string, typ uint16) dns.RR_Header {
-		return dns.RR_Header{Name: name, Rrtype: typ, Class: dns.ClassINET, Ttl: 60}
-	}
-	mx := map[string][]*dns.MX{
-		"tls.test.":   {{Hdr: hdr("tls.test.", dns.TypeMX), Preference: 10, Mx: "mx.tls.test."}},
-		"plain.test.": {{Hdr: hdr("plain.test.", dns.TypeMX), Preference: 10, Mx: "mx.plain.test."}},
-		"mixed.test.": {
-			{Hdr: hdr("mixed.test.", dns.TypeMX), Preference: 10, Mx: "mx.plain.test."},
-			{Hdr: hdr("mixed.test.", dns.TypeMX), Preference: 20, Mx: "mx.tls.test."},
+//
+// The transcript is the client's own account; what the servers counted
+// proves it. The SNI the client sends is left to probe/tls_test.go.
+func TestProbeCommandTLS(t *testing.T) {
+	const tlsHost, plainHost = "mx.tls.test", "mx.plain.test"
+	alice := []string{"alice"}
+	world := mailsim.World{
+		Domains: []mailsim.Domain{
+			{Name: "tls.test", MX: []mailsim.MX{{Preference: 10, Host: tlsHost}}, Mailboxes: alice},
+			{Name: "plain.test", MX: []mailsim.MX{{Preference: 10, Host: plainHost}}, Mailboxes: alice},
+			{Name: "mixed.test", MX: []mailsim.MX{{Preference: 10, Host: plainHost}, {Preference: 20, Host: tlsHost}},
+				Mailboxes: alice},
+		},
+		Hosts: []mailsim.Host{
+			{Name: tlsHost, IP: "127.0.0.1", STARTTLS: true},
+			{Name: plainHost, IP: "127.0.0.2"},
 		},
 	}
-	a := map[string]string{"mx.tls.test.": "127.0.0.1", "mx.plain.test.": "127.0.0.2"}
-	if len(q.Question) == 1 {
-		name := strings.ToLower(q.Question[0].Name)
-		switch q.Question[0].Qtype {
-		case dns.TypeMX:
-			for _, rr := range mx[name] {
-				m.Answer = append(m.Answer, rr)
-			}
-		case dns.TypeA:
-			if ip, ok := a[name]; ok {
-				m.Answer = append(m.Answer, &dns.A{Hdr: hdr(name, dns.TypeA), A: net.ParseIP(ip)})
-			}
-		}
-		if _, ok := mx[name]; !ok {
-			if _, ok := a[name]; !ok {
-				m.Rcode = dns.RcodeNameError
-			}
-		}
-	}
-	_ = rw.WriteMsg(m)
-}
-
-func selfSignedCert(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func TestProbeCommandTLS(t *testing.T) {
+	// counted is what one host saw during a run.
+	type counted struct{ conns, starttls, handshakes, rcpts int }
 	tests := []struct {
 		probeCase
-		sni     []string // SNI names the TLS server must have seen
-		rcptTLS []bool   // TLS state of each RCPT the servers saw
+		tls, plain counted
 	}{
 		{probeCase: probeCase{
 			name:    "opportunistic upgrades",
@@ -366,14 +207,14 @@ func TestProbeCommandTLS(t *testing.T) {
 			has: []string{"C: STARTTLS", "S: 220 2.0.0 Ready to start TLS", "* TLS handshake done: TLS 1.3 ",
 				"C: RCPT TO:<alice@tls.test>"},
 			hasNot: []string{"C: DATA"},
-		}, sni: []string{"mx.tls.test"}, rcptTLS: []bool{true}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}},
 		{probeCase: probeCase{
 			name:    "require, undeliverable over TLS",
 			args:    []string{"--tls", "require", "zack@tls.test"},
 			code:    exitOK,
 			verdict: "address=zack@tls.test status=undeliverable reason=mailbox_unknown code=550 enhanced=5.1.1",
 			suffix:  " mx=mx.tls.test tls=yes",
-		}, sni: []string{"mx.tls.test"}, rcptTLS: []bool{true}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}},
 		{probeCase: probeCase{
 			name:    "off",
 			args:    []string{"alice@tls.test", "--tls=off", "--transcript"},
@@ -381,14 +222,14 @@ func TestProbeCommandTLS(t *testing.T) {
 			verdict: "address=alice@tls.test status=deliverable",
 			suffix:  " mx=mx.tls.test tls=no",
 			hasNot:  []string{"C: STARTTLS"},
-		}, rcptTLS: []bool{false}},
+		}, tls: counted{conns: 1, rcpts: 1}},
 		{probeCase: probeCase{
 			name:    "opportunistic, not offered",
 			args:    []string{"alice@plain.test"},
 			code:    exitOK,
 			verdict: "address=alice@plain.test status=deliverable",
 			suffix:  " mx=mx.plain.test tls=no",
-		}, rcptTLS: []bool{false}},
+		}, plain: counted{conns: 1, rcpts: 1}},
 		{probeCase: probeCase{
 			name:    "require, not offered",
 			args:    []string{"alice@plain.test", "--tls", "require", "--transcript"},
@@ -397,7 +238,7 @@ func TestProbeCommandTLS(t *testing.T) {
 			suffix:  " mx=mx.plain.test tls=no",
 			has:     []string{"C: QUIT", "* mx.plain.test: probe: TLS required: STARTTLS not offered"},
 			hasNot:  []string{"C: STARTTLS", "C: MAIL"},
-		}},
+		}, plain: counted{conns: 1}},
 		{probeCase: probeCase{
 			name:    "require skips to the MX that offers TLS",
 			args:    []string{"alice@mixed.test", "--tls", "require", "--transcript"},
@@ -405,19 +246,41 @@ func TestProbeCommandTLS(t *testing.T) {
 			verdict: "address=alice@mixed.test status=deliverable",
 			suffix:  " mx=mx.tls.test tls=yes",
 			has:     []string{"* connecting to mx.plain.test [127.0.0.2:", "* connecting to mx.tls.test [127.0.0.1:"},
-		}, sni: []string{"mx.tls.test"}, rcptTLS: []bool{true}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}, plain: counted{conns: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := startTLSWorld(t)
-			tt.run(t, "probe", "--resolver", w.dnsAddr, "--port", strconv.Itoa(w.port), "--helo", "probe.test")
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			if !slices.Equal(w.sni, tt.sni) {
-				t.Errorf("server saw SNI %q, want %q", w.sni, tt.sni)
+			// A world per case, so that its counters are this case's alone.
+			sim, err := mailsim.Start(t.Context(), world, mailsim.Options{})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !slices.Equal(w.rcptTLS, tt.rcptTLS) {
-				t.Errorf("RCPT over TLS: %v, want %v", w.rcptTLS, tt.rcptTLS)
+			t.Cleanup(func() { _ = sim.Close() })
+			tt.run(t, "probe", "--resolver", sim.DNSAddr(), "--port", strconv.Itoa(sim.SMTPPort()), "--helo", "probe.test")
+			if err := sim.Close(); err != nil {
+				t.Error(err)
+			}
+			for host, want := range map[string]counted{tlsHost: tt.tls, plainHost: tt.plain} {
+				got := counted{sim.Connections(host), sim.Commands(host, "STARTTLS"), sim.TLSSessions(host), sim.Commands(host, "RCPT")}
+				if got != want {
+					t.Errorf("%s counted %+v, want %+v", host, got, want)
+					continue
+				}
+				if want.handshakes == 0 {
+					continue
+				}
+				// One connection, one handshake: a RCPT that reached the
+				// server after the STARTTLS came over TLS, since mailsim
+				// discards plaintext sent behind STARTTLS.
+				upgrades := sim.CommandTimes(host, "STARTTLS")
+				for _, at := range sim.CommandTimes(host, "RCPT") {
+					if len(upgrades) == 0 || !at.After(upgrades[0]) {
+						t.Errorf("%s: RCPT arrived before STARTTLS", host)
+					}
+				}
+			}
+			if n := sim.TotalCommands("DATA"); n != 0 {
+				t.Errorf("DATA sent %d times", n)
 			}
 		})
 	}
