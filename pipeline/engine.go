@@ -138,30 +138,46 @@ func (e *engine) resolveAll(ctx context.Context, groups []DomainGroup) {
 				block[i] = target{addr: a, dom: dom}
 				targets = append(targets, &block[i])
 			}
-			mail, err := e.res.LookupMail(gctx, grp.Domain)
-			if err != nil {
-				if gctx.Err() != nil {
-					return nil // cancelled: leave the addresses undecided rather than misjudge them
-				}
-				status, reason := dnsVerdict(err)
-				for _, t := range targets {
-					e.emit(t, Verdict{Status: status, Reason: reason})
-				}
-				return nil
-			}
-			dom.mail = mail
-			if !e.cfg.NoCatchAllCheck {
-				// First in the queue, so it is asked before (or with) the
-				// real recipients and their acceptances wait little.
-				dom.probePending = true
-				e.router.expect(1)
-				targets = append([]*target{{addr: catchAllAddress(grp.Domain), dom: dom, catchAll: true}}, targets...)
-			}
-			e.router.add(targets)
+			e.resolveDomain(gctx, dom, targets, 0)
 			return nil
 		})
 	}
 	_ = g.Wait()
+}
+
+// resolveDomain looks the domain up and routes its addresses, or gives them
+// their DNS verdict. A temporary DNS failure (SERVFAIL, timeouts) is asked
+// again on the delayed-retry schedule before it becomes dns_error.
+func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []*target, round int) {
+	mail, err := e.res.LookupMail(ctx, dom.name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // cancelled: leave the addresses undecided rather than misjudge them
+		}
+		status, reason := dnsVerdict(err)
+		if reason == ReasonDNSError && round < e.cfg.RetryRounds && e.cfg.RetryDelay > 0 {
+			delay := e.cfg.RetryDelay << round
+			if time.Since(e.start)+delay <= e.cfg.MaxWait {
+				e.later(delay, func() { e.resolveDomain(e.workCtx, dom, targets, round+1) })
+				return
+			}
+		}
+		for _, t := range targets {
+			e.emit(t, Verdict{Status: status, Reason: reason})
+		}
+		return
+	}
+	dom.mail = mail
+	if !e.cfg.NoCatchAllCheck {
+		// First in the queue, so it is asked before (or with) the real
+		// recipients and their acceptances wait little.
+		e.mu.Lock()
+		dom.probePending = true
+		e.mu.Unlock()
+		e.router.expect(1)
+		targets = append([]*target{{addr: catchAllAddress(dom.name), dom: dom, catchAll: true}}, targets...)
+	}
+	e.router.add(targets)
 }
 
 // catchAllAddress makes a local part no real mailbox has.
@@ -201,6 +217,11 @@ func (e *engine) conclude(t *target, status, reason string, reply *probe.Reply, 
 
 // retryLater puts t back in the queue after delay.
 func (e *engine) retryLater(delay time.Duration, t *target) {
+	e.later(delay, func() { e.router.add([]*target{t}) })
+}
+
+// later runs f after delay, unless the run is over by then.
+func (e *engine) later(delay time.Duration, f func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
@@ -211,11 +232,11 @@ func (e *engine) retryLater(delay time.Duration, t *target) {
 	tm = time.AfterFunc(delay, func() {
 		defer e.timersWG.Done()
 		e.mu.Lock()
-		delete(e.timers, tm) // tm is set: the callback cannot take e.mu before retryLater lets go
+		delete(e.timers, tm) // tm is set: the callback cannot take e.mu before later lets go
 		stopped := e.stopped
 		e.mu.Unlock()
 		if !stopped {
-			e.router.add([]*target{t})
+			f()
 		}
 	})
 	e.timers[tm] = struct{}{}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/output"
@@ -285,5 +287,62 @@ func TestUnsendableAddressFailsAlone(t *testing.T) {
 		if got[k] != w {
 			t.Errorf("%s: %s, want %s", k, got[k], w)
 		}
+	}
+}
+
+// A domain whose DNS fails for a while (SERVFAIL) is looked up again on the
+// delayed-retry schedule instead of ending as dns_error at once.
+func TestDNSFailureRetried(t *testing.T) {
+	h := newHarness(t, world())
+	// A resolver in front of the world's DNS that answers SERVFAIL to the
+	// first MX queries for acme.test.
+	var failures atomic.Int64
+	mux := dns.NewServeMux()
+	mux.HandleFunc(".", func(w dns.ResponseWriter, q *dns.Msg) {
+		if q.Question[0].Qtype == dns.TypeMX && q.Question[0].Name == "acme.test." && failures.Add(1) <= 4 {
+			m := new(dns.Msg)
+			m.SetRcode(q, dns.RcodeServerFailure)
+			w.WriteMsg(m)
+			return
+		}
+		r, err := dns.Exchange(q, h.sim.DNSAddr())
+		if err != nil {
+			return
+		}
+		w.WriteMsg(r)
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: mux}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+
+	res, _ := resolve.New(resolve.Config{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second, Attempts: 2})
+	for _, tt := range []struct {
+		name   string
+		delay  time.Duration
+		want   string
+		before int64
+	}{
+		{"retries off: dns_error", 0, "unknown/dns_error", 0},
+		{"retried: answered", 50 * time.Millisecond, "deliverable/accepted", 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			failures.Store(tt.before) // the resolver makes 2 attempts per lookup
+			cfg := h.cfg
+			cfg.RetryDelay, cfg.RetryRounds, cfg.MaxWait = tt.delay, 3, 10*time.Second
+			src, _ := input.NewReader(strings.NewReader("email\nalice@acme.test\n"), input.Options{})
+			var out bytes.Buffer
+			sink, _ := output.NewCSV(&out, src.Header())
+			if _, err := Run(context.Background(), cfg, res, src, sink); err != nil {
+				t.Fatal(err)
+			}
+			rows := parseRows(t, &out)
+			if got := rows[0]["status"] + "/" + rows[0]["reason"]; got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
 	}
 }
