@@ -139,7 +139,7 @@ func runFile(ctx context.Context, fs *flag.FlagSet, rf *runFlags, args []string,
 		return code
 	}
 	err := runJob(ctx, rf, fs, inPath, stdin, stdout, stderr, makeJob)
-	if err != nil {
+	if err != nil && exitCode(ctx, err) != exitInterrupted { // an interruption has had its say
 		fmt.Fprintf(stderr, "bulkverify: %v\n", err)
 	}
 	return exitCode(ctx, err)
