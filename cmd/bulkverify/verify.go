@@ -200,8 +200,12 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 			runErr = err
 		}
 	}
-	if ctx.Err() != nil && rf.output != "-" {
+	switch {
+	case ctx.Err() == nil:
+	case rf.output != "-":
 		fmt.Fprintf(stderr, "interrupted: the rows decided so far are in %s; to finish, run the same command with --resume\n", rf.output)
+	default:
+		fmt.Fprintln(stderr, "interrupted: the rows decided so far were written")
 	}
 	return runErr
 }
