@@ -437,3 +437,22 @@ func TestRewriteEHLO(t *testing.T) {
 		t.Fatal("bad fixture")
 	}
 }
+
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	w := World{Hosts: []Host{{Name: "one.conn.test", IP: "127.0.2.70", MaxConnections: 1}}}
+	s := startSim(t, w)
+	first := dialSMTP(t, s, "127.0.2.70") // greeted
+	second := dialRaw(t, s, "127.0.2.70")
+	if code, msg := second.read(); code != 421 || !strings.Contains(msg, "too many connections") {
+		t.Fatalf("second connection: %d %q, want 421", code, msg)
+	}
+	if _, err := io.ReadAll(second.conn); err != nil {
+		t.Fatalf("after 421: %v, want the connection closed", err)
+	}
+	first.expect("QUIT", 221, "")
+	io.ReadAll(first.conn)
+	// The slot is free again once the first session is over.
+	third := dialSMTP(t, s, "127.0.2.70")
+	third.expect("QUIT", 221, "")
+}

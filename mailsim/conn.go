@@ -2,6 +2,7 @@ package mailsim
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -80,6 +81,13 @@ func (c *concurrency) opened(h *hostState) {
 	h.maxOpen = max(h.maxOpen, h.open)
 	c.open++
 	c.maxOpen = max(c.maxOpen, c.open)
+}
+
+// openAt is how many connections h has open now.
+func (c *concurrency) openAt(h *hostState) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return h.open
 }
 
 func (c *concurrency) closed(h *hostState) {
@@ -179,11 +187,20 @@ type smtpListener struct {
 }
 
 func (l smtpListener) Accept() (net.Conn, error) {
-	t, err := l.acceptTransport()
-	if err != nil {
-		return nil, err
+	for {
+		t, err := l.acceptTransport()
+		if err != nil {
+			return nil, err
+		}
+		if limit := l.host.maxConnections; limit > 0 && l.env.conc.openAt(l.trackingListener.host) > limit {
+			// Refused at once, before any banner delay, the way servers
+			// limiting connections per client do.
+			_, _ = io.WriteString(t, "421 4.7.0 too many connections from you\r\n")
+			_ = t.Close()
+			continue
+		}
+		return newSMTPConn(t, l.host, l.trackingListener.host, l.tlsConf, l.env.closing), nil
 	}
-	return newSMTPConn(t, l.host, l.trackingListener.host, l.tlsConf, l.env.closing), nil
 }
 
 // hostConn is an accepted TCP connection. Closing it, by whoever, releases

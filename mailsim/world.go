@@ -79,6 +79,10 @@ type Host struct {
 	// BannerDelay holds the 220 greeting back this long after the
 	// connection is accepted (a tarpit before the banner).
 	BannerDelay time.Duration
+	// MaxConnections, when positive, is how many connections at once the
+	// host serves; one more is greeted "421 4.7.0 too many connections"
+	// and closed, as many real servers limit each client.
+	MaxConnections int
 	// Close421After, when positive, lets this many commands through on one
 	// connection, answers the next one "421 4.7.0 too many commands" and
 	// closes the connection.
@@ -164,6 +168,7 @@ type hostModel struct {
 	noPipelining    bool
 	heloOnly        bool
 	bannerDelay     time.Duration
+	maxConnections  int
 	close421After   int
 	resetAfterRcpts int
 	hostile         Hostility
@@ -225,7 +230,7 @@ func buildModel(w World) (*model, error) {
 			return nil, invalid("hosts %q and %q share IP %s", other, name, ip)
 		}
 		hostIPs[ip] = name
-		if h.RcptDelay < 0 || h.MaxRecipients < 0 || h.BannerDelay < 0 || h.Close421After < 0 || h.ResetAfterRcpts < 0 {
+		if h.RcptDelay < 0 || h.MaxRecipients < 0 || h.BannerDelay < 0 || h.MaxConnections < 0 || h.Close421After < 0 || h.ResetAfterRcpts < 0 {
 			return nil, invalid("host %q: negative delay or limit", name)
 		}
 		if !h.Hostile.valid() {
@@ -244,6 +249,7 @@ func buildModel(w World) (*model, error) {
 			noPipelining:    h.NoPipelining,
 			heloOnly:        h.HELOOnly,
 			bannerDelay:     h.BannerDelay,
+			maxConnections:  h.MaxConnections,
 			close421After:   h.Close421After,
 			resetAfterRcpts: h.ResetAfterRcpts,
 			hostile:         h.Hostile,
