@@ -8,9 +8,10 @@ import (
 
 // Candidate is one address to probe for a person.
 type Candidate struct {
-	Address string // normalised, valid RFC 5321 address, e.g. "ada.lovelace@acme.test"
-	Pattern string // name of the pattern that made it
-	Rank    int    // index of that pattern in the list: lower is more common
+	Address string        // normalised, valid RFC 5321 address, e.g. "ada.lovelace@acme.test"
+	Addr    input.Address // the same, parsed, ready to probe
+	Pattern string        // name of the pattern that made it
+	Rank    int           // index of that pattern in the list: lower is more common
 }
 
 // Candidates expands the first topK patterns (all of them when topK <= 0)
@@ -63,7 +64,7 @@ func Candidates(p Person, domain string, patterns []Pattern, topK int) []Candida
 				continue
 			}
 			seen[addr] = true
-			out = append(out, Candidate{Address: addr, Pattern: pat.Name, Rank: rank})
+			out = append(out, Candidate{Address: addr, Addr: a, Pattern: pat.Name, Rank: rank})
 		}
 	}
 	return out

@@ -3,6 +3,8 @@ package finder
 import (
 	"strings"
 	"testing"
+
+	"github.com/bulkverify/bulkverify/input"
 )
 
 // c is a Candidate at acme.test.
@@ -102,6 +104,10 @@ func TestCandidates(t *testing.T) {
 				t.Fatalf("got %d candidates %v, want %d %v", len(got), got, len(tt.want), tt.want)
 			}
 			for i := range got {
+				if got[i].Addr.String() != got[i].Address {
+					t.Errorf("candidate %d: parsed address %q differs from %q", i, got[i].Addr, got[i].Address)
+				}
+				got[i].Addr = input.Address{} // compared through Address above
 				if got[i] != tt.want[i] {
 					t.Errorf("candidate %d = %+v, want %+v", i, got[i], tt.want[i])
 				}

@@ -39,8 +39,8 @@ type DomainGroup struct {
 
 // EngineStats counts what the engine did on the wire.
 type EngineStats struct {
-	Connections int // SMTP sessions established
-	MXHosts     int // hosts at least one session was established to
+	Connections int      // SMTP sessions established
+	MXHosts     []string // hosts at least one session was established to
 }
 
 // engine resolves, routes and probes addresses; verify and find are front
@@ -446,7 +446,7 @@ func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, s
 	})
 	err := g.Wait()
 	sum.Connections += stats.Connections
-	sum.MXHosts += stats.MXHosts
+	sum.addHosts(stats.MXHosts)
 	if err == nil {
 		err = ctx.Err()
 	}

@@ -110,7 +110,7 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 	})
 	err = g.Wait()
 	sum.Connections = stats.Connections
-	sum.MXHosts = stats.MXHosts
+	sum.addHosts(stats.MXHosts)
 	sum.Duration = time.Since(start)
 	if err == nil {
 		err = ctx.Err()
@@ -185,11 +185,7 @@ func readPeople(src *input.Reader, fc FindConfig) (findBatch, error) {
 		dom.people = append(dom.people, p)
 		dom.pending++
 		for i, c := range cands {
-			addr, err := input.ParseAddress(c.Address)
-			if err != nil {
-				return b, fmt.Errorf("finder made an invalid candidate %q: %w", c.Address, err) // finder checks them
-			}
-			key := addr.String()
+			addr, key := c.Addr, c.Address // parsed and checked by finder.Candidates
 			if _, seen := b.byAddr[key]; !seen {
 				gi, ok := domIdx[addr.Domain]
 				if !ok {

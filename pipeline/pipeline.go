@@ -90,6 +90,18 @@ type Summary struct {
 	ByStatus    map[string]int `json:"by_status"`
 	ByReason    map[string]int `json:"by_reason"`
 	Duration    time.Duration  `json:"duration_ns"`
+
+	hosts map[string]bool // MX hosts counted, so that spill files do not count one twice
+}
+
+func (s *Summary) addHosts(names []string) {
+	if s.hosts == nil {
+		s.hosts = map[string]bool{}
+	}
+	for _, n := range names {
+		s.hosts[n] = true
+	}
+	s.MXHosts = len(s.hosts)
 }
 
 // rowRef is one input row waiting for the verdict on its address.

@@ -471,6 +471,9 @@ func TestSpillKeepsEveryRow(t *testing.T) {
 	if sum.Connections <= 2 {
 		t.Errorf("%d connections: the rows did not spill", sum.Connections)
 	}
+	if sum.MXHosts != 2 {
+		t.Errorf("summary counts %d MX hosts, want 2 however many spill files used them", sum.MXHosts)
+	}
 	if got := h.sim.DNSQueries("one.test", dns.TypeMX); got != 1 {
 		t.Errorf("one.test's MX was asked %d times across partitions, want 1 (its rows stay together; the cache serves the rest)", got)
 	}

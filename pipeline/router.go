@@ -346,15 +346,15 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 	}
 }
 
-// hostsUsed counts hosts that had at least one session.
-func (r *router) hostsUsed() int {
+// hostsUsed names the hosts that had at least one session.
+func (r *router) hostsUsed() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, h := range r.hosts {
+	var names []string
+	for name, h := range r.hosts {
 		if h.everUsed {
-			n++
+			names = append(names, name)
 		}
 	}
-	return n
+	return names
 }
