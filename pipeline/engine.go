@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkverify/bulkverify/input"
@@ -60,7 +61,7 @@ type engine struct {
 	connections atomic.Int64
 
 	mu       sync.Mutex // guards domainState fields and the retry timers
-	timers   map[*time.Timer]struct{}
+	timers   map[clockwork.Timer]struct{}
 	stopped  bool           // no more retries: the run is over
 	timersWG sync.WaitGroup // retry callbacks running or due
 }
@@ -100,9 +101,9 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 		res:     res,
 		slots:   make(chan struct{}, cfg.MaxConnections),
 		out:     out,
-		start:   time.Now(),
+		start:   cfg.Clock.Now(),
 		workCtx: ctx,
-		timers:  map[*time.Timer]struct{}{},
+		timers:  map[clockwork.Timer]struct{}{},
 	}
 	e.router = newRouter(&e.cfg, e.startWorker, e.hostGaveUp)
 	total := 0
@@ -157,7 +158,7 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		status, reason := dnsVerdict(err)
 		if reason == ReasonDNSError && round < e.cfg.RetryRounds && e.cfg.RetryDelay > 0 {
 			delay := e.cfg.RetryDelay << round
-			if time.Since(e.start)+delay <= e.cfg.MaxWait {
+			if e.cfg.Clock.Since(e.start)+delay <= e.cfg.MaxWait {
 				e.later(delay, func() { e.resolveDomain(e.workCtx, dom, targets, round+1) })
 				return
 			}
@@ -228,8 +229,8 @@ func (e *engine) later(delay time.Duration, f func()) {
 		return
 	}
 	e.timersWG.Add(1)
-	var tm *time.Timer
-	tm = time.AfterFunc(delay, func() {
+	var tm clockwork.Timer
+	tm = e.cfg.Clock.AfterFunc(delay, func() {
 		defer e.timersWG.Done()
 		e.mu.Lock()
 		delete(e.timers, tm) // tm is set: the callback cannot take e.mu before later lets go
@@ -280,9 +281,9 @@ func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply
 	}
 	delay := e.cfg.RetryDelay << t.retries
 	if t.firstTry.IsZero() {
-		t.firstTry = time.Now()
+		t.firstTry = e.cfg.Clock.Now()
 	}
-	if time.Since(t.firstTry)+delay > e.cfg.MaxWait {
+	if e.cfg.Clock.Since(t.firstTry)+delay > e.cfg.MaxWait {
 		return 0, false
 	}
 	return delay, true

@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
@@ -38,7 +40,12 @@ type Config struct {
 	FlushInterval time.Duration      // results are flushed (and Checkpoint called) at least this often; 0 = 1s
 	Checkpoint    func() error       // after each periodic flush, e.g. fsync of the output file
 
-	Now      func() time.Time    // nil = time.Now
+	// Clock drives the delayed-retry schedule, how long a failed host is
+	// skipped and the back-off after pushback, so tests can move time
+	// instead of waiting for it; nil = the real clock. Idle timeouts and
+	// SMTP deadlines stay on real time.
+	Clock    clockwork.Clock
+	Now      func() time.Time    // when a verdict was reached (checked_at); nil = Clock.Now
 	OnTotal  func(rows int)      // called once, when the input has been read
 	OnResult func(output.Result) // called for every row written, from one goroutine
 }
@@ -74,8 +81,11 @@ func (c *Config) setDefaults() {
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second
 	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 }
 

@@ -146,7 +146,7 @@ type failedTarget struct {
 // to be down. Targets with no usable host left are returned in failed, to be
 // finished outside the lock.
 func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
-	now := time.Now()
+	now := r.cfg.Clock.Now()
 	for {
 		hosts := t.dom.mail.Hosts
 		name := hosts[t.mxIdx].Host
@@ -302,7 +302,7 @@ func (r *router) sessionUp(h *hostQueue, delta int) {
 func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 	var failed []failedTarget
 	r.mu.Lock()
-	now := time.Now()
+	now := r.cfg.Clock.Now()
 	if h.workers > 1 || h.established > 0 {
 		// Others are connecting or connected: this failure may be the
 		// server's own cap on connections from us ("421 too many
@@ -340,7 +340,7 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.workers--
-	if h.workers == 0 && len(h.pending) > 0 && !h.isDown(time.Now()) && !r.stopped && ctx.Err() == nil {
+	if h.workers == 0 && len(h.pending) > 0 && !h.isDown(r.cfg.Clock.Now()) && !r.stopped && ctx.Err() == nil {
 		h.workers++
 		r.spawn(h)
 	}

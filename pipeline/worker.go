@@ -59,14 +59,27 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 		}
 		// Back off before knocking again: 1 s, 2 s, 4 s … at most 30 s.
 		pushedBack++
-		if !sleep(ctx, min(time.Second<<(pushedBack-1), 30*time.Second)) {
+		if !e.sleep(ctx, min(time.Second<<(pushedBack-1), 30*time.Second)) {
 			return
 		}
 	}
 }
 
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d on the run's clock; false when ctx ended first.
+func (e *engine) sleep(ctx context.Context, d time.Duration) bool {
+	t := e.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sleepReal waits d of real time, for pacing on the wire that a test clock
+// must not stretch; false when ctx ended first.
+func sleepReal(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -335,7 +348,7 @@ func (e *engine) concludeReply(t *target, reply probe.Reply, host string) {
 
 // pause waits CommandPause before a command; false when ctx ended.
 func (e *engine) pause(ctx context.Context) bool {
-	return e.cfg.CommandPause <= 0 || sleep(ctx, e.cfg.CommandPause)
+	return e.cfg.CommandPause <= 0 || sleepReal(ctx, e.cfg.CommandPause)
 }
 
 func tooManyRecipients(r probe.Reply) bool {
