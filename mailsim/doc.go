@@ -14,8 +14,16 @@
 // Hosts can misbehave the ways real exchangers do: slow RCPT replies, a
 // delayed banner, STARTTLS with a self-signed certificate, no PIPELINING,
 // HELO only, 421 after a number of commands, a TCP reset after a number of
-// RCPT, and greylisting per (client IP, sender, recipient) on a clock the test
-// controls (Options.Now). Hostile hosts (Host.Hostile) are not SMTP servers at
+// RCPT, recipient limits per transaction (with go-smtp's 452 or an old
+// server's 552) and per connection, an anti-harvest defence that refuses
+// every recipient once a connection has asked for too many unknown ones, a
+// reply too many to a chosen command, and greylisting per (client IP,
+// sender, recipient) on a clock the test controls (Options.Now). Every
+// domain accepts postmaster unless told not to (RFC 5321 §4.5.1).
+//
+// Like a real server's output buffer, a host holds its replies until it
+// needs more bytes from the client, so the replies to a pipelined group
+// leave in one write (a host with a RcptDelay writes each one at once). Hostile hosts (Host.Hostile) are not SMTP servers at
 // all: silent, resetting, endless, huge or never-ending replies, for testing a
 // client's bounds and timeouts. Options.RTT adds network latency to every
 // SMTP reply and DNS answer without serialising pipelined replies, for

@@ -26,6 +26,9 @@ var (
 	errSyntax   = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "bad recipient address syntax"}
 	errClosing  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
 	errNoData   = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "mailsim never accepts messages"}
+	// errRefuseAll is what anti-harvest appliances answer to every
+	// recipient once they have decided the client is harvesting.
+	errRefuseAll = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.NoEnhancedCode, Message: "#5.1.0 Address rejected"}
 	// errGreylisted is the reply of common greylisting setups (postgrey).
 	errGreylisted = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try again later"}
 )
@@ -49,20 +52,36 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // session is one client's SMTP session; go-smtp calls it from one goroutine.
 type session struct {
-	b    *backend
-	ip   string // client IP, for greylisting
-	from string // reverse path of the current transaction
+	b        *backend
+	ip       string // client IP, for greylisting
+	from     string // reverse path of the current transaction
+	accepted int    // recipients accepted in the current transaction
+	unknown  int    // recipients refused as unknown on this connection
 }
 
-func (s *session) Reset()        { s.from = "" }
+func (s *session) Reset()        { s.from, s.accepted = "", 0 }
 func (s *session) Logout() error { return nil }
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	s.from = strings.ToLower(from)
+	s.from, s.accepted = strings.ToLower(from), 0
 	return nil
 }
 func (s *session) Data(r io.Reader) error { _, _ = io.Copy(io.Discard, r); return errNoData }
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	return s.b.rcpt(greyKey{ip: s.ip, from: s.from}, to)
+	h := s.b.host
+	if h.limitReply != nil && h.maxRecipients > 0 && s.accepted >= h.maxRecipients {
+		return replyError(*h.limitReply)
+	}
+	if h.refuseAllAfter > 0 && s.unknown >= h.refuseAllAfter {
+		return errRefuseAll
+	}
+	err := s.b.rcpt(greyKey{ip: s.ip, from: s.from}, to)
+	switch {
+	case err == nil:
+		s.accepted++
+	case err == errNoUser:
+		s.unknown++
+	}
+	return err
 }
 
 // rcpt answers RCPT TO:<to>; key carries the client IP and sender of the
@@ -98,7 +117,7 @@ func (b *backend) rcpt(key greyKey, to string) error {
 	if r, ok := d.replies[local]; ok {
 		return replyError(r)
 	}
-	if d.catchAll || d.mailboxes[local] {
+	if d.catchAll || d.mailboxes[local] || (local == "postmaster" && !d.noPost) {
 		return nil
 	}
 	return errNoUser
@@ -142,7 +161,9 @@ func newSMTPServer(b *backend) *smtp.Server {
 	srv.Domain = b.host.name
 	srv.ReadTimeout = smtpTimeout
 	srv.WriteTimeout = smtpTimeout
-	srv.MaxRecipients = b.host.maxRecipients
+	if b.host.limitReply == nil {
+		srv.MaxRecipients = b.host.maxRecipients
+	}
 	srv.MaxMessageBytes = maxMessageBytes
 	srv.ErrorLog = discardLogger{}
 	return srv

@@ -24,6 +24,9 @@ const (
 	maxVerbLine = 40
 	// maxEHLOReply bounds the buffered EHLO reply being rewritten.
 	maxEHLOReply = 64 << 10
+	// maxPendingOutput is how many reply bytes are held before they are
+	// written even though the client's group is not finished.
+	maxPendingOutput = 64 << 10
 )
 
 // Reading states of an smtpConn.
@@ -74,6 +77,11 @@ type smtpConn struct {
 
 	capture bool   // buffering the EHLO reply to rewrite it
 	ehlo    []byte // the buffered EHLO reply
+	// out holds replies not yet written to the client: like a real
+	// server's output buffer, it is flushed when the server needs more
+	// client bytes, so the replies to a pipelined group leave in one write.
+	// Hosts with a RcptDelay write through, so a slow server trickles.
+	out []byte
 	wLen    int    // bytes seen of the current reply line, capped at 3
 	wCode   [3]byte
 
@@ -175,13 +183,24 @@ func (c *smtpConn) command(n int) error {
 		_ = c.Close()
 		return io.EOF
 	}
+	if verb == c.host.extraReplyTo {
+		// The reply too many goes first; go-smtp's own follows.
+		if err := c.reply("250 2.0.0 OK"); err != nil {
+			return err
+		}
+	}
 	switch verb {
 	case "QUIT":
 		c.base.sessionOver()
 	case "RCPT":
 		c.rcpts++
+		if limit := c.host.rcptPerConn; limit > 0 && c.rcpts > limit {
+			c.drop(n)
+			return c.reply("452 4.5.3 Too many recipients for this session")
+		}
 		if limit := c.host.resetAfterRcpts; limit > 0 && c.rcpts > limit {
 			c.drop(n)
+			_ = c.flush() // the replies before the reset were sent
 			c.closeOnce.Do(func() {
 				c.closed.Store(true)
 				c.closeErr = c.base.reset()
@@ -222,6 +241,9 @@ func (c *smtpConn) startTLS() error {
 	if err := c.reply("220 2.0.0 Ready to start TLS"); err != nil {
 		return err
 	}
+	if err := c.flush(); err != nil {
+		return err
+	}
 	// Plaintext sent after STARTTLS but before the handshake must not be
 	// taken as commands of the secured session (CVE-2011-0411).
 	c.drop(len(c.in))
@@ -244,6 +266,9 @@ func (c *smtpConn) startTLS() error {
 // fill reads more client bytes. Only called when in holds no complete line
 // and less than maxCmdLine, so buf has room.
 func (c *smtpConn) fill() error {
+	if err := c.flush(); err != nil {
+		return err
+	}
 	if len(c.in) > 0 && &c.in[0] != &c.buf[0] {
 		copy(c.buf, c.in)
 	}
@@ -329,7 +354,28 @@ func (c *smtpConn) bannerDelay() error {
 func (c *smtpConn) send(p []byte) (int, error) {
 	c.wrote = true
 	c.watch(p)
-	return c.rw.Write(p)
+	if c.host.rcptDelay > 0 {
+		return c.rw.Write(p)
+	}
+	c.out = append(c.out, p...)
+	if len(c.out) >= maxPendingOutput {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush writes the replies held in out.
+func (c *smtpConn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	rw := c.conn()
+	_ = rw.SetWriteDeadline(time.Now().Add(smtpTimeout))
+	_, err := rw.Write(c.out)
+	c.out = c.out[:0]
+	return err
 }
 
 // watch follows the reply codes: a DATA body starts only once the server
@@ -404,8 +450,12 @@ func rewriteEHLO(reply []byte, dropPipelining, addStartTLS bool) []byte {
 	return []byte(b.String())
 }
 
+// Close flushes what go-smtp wrote (its 221 to QUIT, say) and closes. Only
+// go-smtp's connection goroutine calls it (the Sim closes the hostConn
+// below), so out needs no lock.
 func (c *smtpConn) Close() error {
 	c.closeOnce.Do(func() {
+		_ = c.flush()
 		c.closed.Store(true)
 		c.closeErr = c.conn().Close()
 	})

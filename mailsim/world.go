@@ -30,6 +30,9 @@ type Domain struct {
 	Mailboxes []string         // local parts that exist (matched case-insensitively)
 	CatchAll  bool             // every local part is accepted
 	Replies   map[string]Reply // local part (lower-case) -> a special RCPT reply, e.g. mailbox full
+	// NoPostmaster makes postmaster@ this domain unknown. By default every
+	// domain accepts postmaster, as RFC 5321 §4.5.1 requires.
+	NoPostmaster bool
 	// Greylist, when positive, answers RCPT for this domain with
 	// "451 4.7.1 Greylisted, try again later" until this long has passed
 	// since the first attempt of the same (client IP, sender, recipient)
@@ -91,6 +94,23 @@ type Host struct {
 	// connection and resets the TCP connection (RST, no reply) when the
 	// next RCPT arrives, so the client reads ECONNRESET.
 	ResetAfterRcpts int
+	// RecipientLimitReply, when set, is the reply to a RCPT past
+	// MaxRecipients instead of go-smtp's "452 4.5.3", e.g. the "552 5.5.3
+	// Too many recipients" of old servers (RFC 5321 §4.5.3.1.10).
+	RecipientLimitReply *Reply
+	// MaxRcptPerConnection, when positive, answers every RCPT after this
+	// many on one connection "452 4.5.3 Too many recipients for this
+	// session", whatever the transaction: a per-connection cap.
+	MaxRcptPerConnection int
+	// RefuseAllAfterUnknown, when positive, is an anti-harvest defence:
+	// once a connection has asked for this many recipients that do not
+	// exist, every later RCPT on it, existing mailboxes and postmaster
+	// included, gets "550 #5.1.0 Address rejected".
+	RefuseAllAfterUnknown int
+	// ExtraReplyTo names a command verb (e.g. "RSET") that this host
+	// answers twice: a reply too many, which desynchronises a client that
+	// pairs replies with commands by counting.
+	ExtraReplyTo string
 	// Hostile, when set, serves the host with a broken peer instead of an
 	// SMTP server, for testing a client's bounds and timeouts.
 	Hostile Hostility
@@ -156,6 +176,7 @@ type domainModel struct {
 	catchAll  bool
 	replies   map[string]Reply
 	greylist  time.Duration
+	noPost    bool
 }
 
 type hostModel struct {
@@ -171,6 +192,10 @@ type hostModel struct {
 	maxConnections  int
 	close421After   int
 	resetAfterRcpts int
+	limitReply      *Reply
+	rcptPerConn     int
+	refuseAllAfter  int
+	extraReplyTo    string
 	hostile         Hostility
 	// serves are the domains whose mail (by MX or implicit MX) reaches this
 	// host's address; RCPT for any other domain is a relay attempt.
@@ -230,7 +255,8 @@ func buildModel(w World) (*model, error) {
 			return nil, invalid("hosts %q and %q share IP %s", other, name, ip)
 		}
 		hostIPs[ip] = name
-		if h.RcptDelay < 0 || h.MaxRecipients < 0 || h.BannerDelay < 0 || h.MaxConnections < 0 || h.Close421After < 0 || h.ResetAfterRcpts < 0 {
+		if h.RcptDelay < 0 || h.MaxRecipients < 0 || h.BannerDelay < 0 || h.MaxConnections < 0 || h.Close421After < 0 ||
+			h.ResetAfterRcpts < 0 || h.MaxRcptPerConnection < 0 || h.RefuseAllAfterUnknown < 0 {
 			return nil, invalid("host %q: negative delay or limit", name)
 		}
 		if !h.Hostile.valid() {
@@ -238,6 +264,14 @@ func buildModel(w World) (*model, error) {
 		}
 		if h.Hostile != "" && h.Down {
 			return nil, invalid("host %q: both Down and Hostile", name)
+		}
+		if r := h.RecipientLimitReply; r != nil {
+			if r.Code < 400 || r.Code > 599 {
+				return nil, invalid("host %q: recipient limit reply has code %d", name, r.Code)
+			}
+			if _, err := parseEnhanced(r.Enhanced); err != nil {
+				return nil, invalid("host %q: recipient limit reply: %v", name, err)
+			}
 		}
 		m.hosts = append(m.hosts, &hostModel{
 			name:            name,
@@ -252,6 +286,10 @@ func buildModel(w World) (*model, error) {
 			maxConnections:  h.MaxConnections,
 			close421After:   h.Close421After,
 			resetAfterRcpts: h.ResetAfterRcpts,
+			limitReply:      h.RecipientLimitReply,
+			rcptPerConn:     h.MaxRcptPerConnection,
+			refuseAllAfter:  h.RefuseAllAfterUnknown,
+			extraReplyTo:    strings.ToUpper(strings.TrimSpace(h.ExtraReplyTo)),
 			hostile:         h.Hostile,
 			serves:          make(map[string]bool),
 		})
@@ -281,6 +319,7 @@ func buildModel(w World) (*model, error) {
 			catchAll:  d.CatchAll,
 			replies:   make(map[string]Reply, len(d.Replies)),
 			greylist:  d.Greylist,
+			noPost:    d.NoPostmaster,
 		}
 		if dm.ttl == 0 {
 			dm.ttl = defaultTTL
