@@ -45,7 +45,7 @@ func TestExtraReplyTo(t *testing.T) {
 	// takes it for the reply to MAIL, and so on down the line.
 	c.expect("MAIL FROM:<>", 250, "")
 	c.expect("RCPT TO:<nobody@extra.test>", 250, "") // MAIL's reply
-	c.expect("NOOP", 550, "5.1.1")                  // the RCPT's
+	c.expect("NOOP", 550, "5.1.1")                   // the RCPT's
 }
 
 func TestRecipientLimitReply(t *testing.T) {

@@ -81,9 +81,9 @@ type smtpConn struct {
 	// server's output buffer, it is flushed when the server needs more
 	// client bytes, so the replies to a pipelined group leave in one write.
 	// Hosts with a RcptDelay write through, so a slow server trickles.
-	out []byte
-	wLen    int    // bytes seen of the current reply line, capped at 3
-	wCode   [3]byte
+	out   []byte
+	wLen  int // bytes seen of the current reply line, capped at 3
+	wCode [3]byte
 
 	mu        sync.Mutex // guards rw against Close from another goroutine
 	closed    atomic.Bool
