@@ -50,6 +50,10 @@ type Config struct {
 }
 
 const (
+	// readBufferSize holds the replies to a whole pipelined group, so bytes
+	// the server sent beyond them are seen as soon as the group is read.
+	readBufferSize = 16 << 10
+
 	defaultConnectTimeout  = 10 * time.Second
 	defaultGreetingTimeout = 30 * time.Second
 	defaultCommandTimeout  = 30 * time.Second
@@ -188,7 +192,7 @@ func open(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		cfg:    cfg,
 		raw:    conn,
 		conn:   conn,
-		br:     bufio.NewReader(conn),
+		br:     bufio.NewReaderSize(conn, readBufferSize),
 		remote: conn.RemoteAddr().String(),
 		ext:    map[string]string{},
 	}
@@ -426,6 +430,9 @@ func (s *Session) pipeline(ctx context.Context, lines []string) ([]Reply, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("probe: RCPT: %w", err)
 	}
+	if err := s.inStep(ctx, "RCPT"); err != nil {
+		return nil, err
+	}
 	var b strings.Builder
 	for _, l := range lines {
 		s.trace("C: ", l)
@@ -475,7 +482,27 @@ func (s *Session) pipeline(ctx context.Context, lines []string) ([]Reply, error)
 		// error now still means the connection is unreliable.
 		return replies, s.fail(ctx, "RCPT", e)
 	}
+	if err := s.inStep(ctx, "RCPT"); err != nil {
+		// One reply too many: which of the ones read belongs to which
+		// command can no longer be told, so none of them is returned.
+		return nil, err
+	}
 	return replies, nil
+}
+
+// inStep checks that no reply is waiting that no command asked for, before
+// a command is sent and after a pipelined group has been answered. A server
+// that sent a reply too many (two to RSET, say) would otherwise have every
+// later reply read as the answer to the command before it. It catches the
+// extra bytes once they have reached the read buffer, which for servers
+// that write a group's replies together (most do) is when the group's last
+// reply is read.
+func (s *Session) inStep(ctx context.Context, name string) error {
+	n := s.br.Buffered()
+	if n == 0 {
+		return nil
+	}
+	return s.fail(ctx, name, &ProtocolError{Reason: fmt.Sprintf("reply out of step: %d bytes arrived that no command asked for", n)})
 }
 
 // Quit sends QUIT, reads the reply best-effort and closes the connection. It
@@ -496,7 +523,10 @@ func (s *Session) Quit(ctx context.Context) error {
 		return s.wrap(ctx, "QUIT", err)
 	}
 	s.roundTrips.Add(1)
-	_, _ = readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+	if r, err := readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine); err == nil && r.Code != 221 {
+		// Too late to take back what was concluded, but worth seeing.
+		s.trace("* ", fmt.Sprintf("QUIT answered %d, not 221: the replies were out of step", r.Code))
+	}
 	if tc, ok := s.conn.(*tls.Conn); ok {
 		// close_notify, so the server sees an orderly TLS shutdown. Close
 		// itself only drops the TCP connection, because it must never block.
@@ -530,6 +560,11 @@ func (s *Session) command(ctx context.Context, line, name string) (Reply, error)
 // reply, all under one deadline. Errors close the session; so does a 421,
 // after which the reply is still returned.
 func (s *Session) exchange(ctx context.Context, line, name string, timeout time.Duration) (Reply, error) {
+	if line != "" {
+		if err := s.inStep(ctx, name); err != nil {
+			return Reply{}, err
+		}
+	}
 	disarm := s.arm(ctx, timeout)
 	defer disarm()
 	if line != "" {
