@@ -106,3 +106,15 @@ func TestRefuseAllAfterUnknown(t *testing.T) {
 	c.expect("MAIL FROM:<>", 250, "")
 	c.expect("RCPT TO:<postmaster@harvest.test>", 250, "")
 }
+
+func TestUnknownReply(t *testing.T) {
+	t.Parallel()
+	w := oneHostWorld("defer", "127.0.3.7", Host{})
+	w.Domains[0].UnknownReply = &Reply{Code: 450, Enhanced: "4.1.1", Message: "Recipient address rejected: unverified address"}
+	s := startSim(t, w)
+	c := dialSMTP(t, s, "127.0.3.7")
+	c.ehlo()
+	c.expect("MAIL FROM:<>", 250, "")
+	c.expect("RCPT TO:<alice@defer.test>", 250, "")
+	c.expect("RCPT TO:<nobody@defer.test>", 450, "4.1.1 Recipient address rejected")
+}

@@ -120,6 +120,9 @@ func (b *backend) rcpt(key greyKey, to string) error {
 	if d.catchAll || d.mailboxes[local] || (local == "postmaster" && !d.noPost) {
 		return nil
 	}
+	if d.unknown != nil {
+		return replyError(*d.unknown)
+	}
 	return errNoUser
 }
 

@@ -30,6 +30,10 @@ type Domain struct {
 	Mailboxes []string         // local parts that exist (matched case-insensitively)
 	CatchAll  bool             // every local part is accepted
 	Replies   map[string]Reply // local part (lower-case) -> a special RCPT reply, e.g. mailbox full
+	// UnknownReply, when set, is the reply to RCPT for a local part that
+	// does not exist, instead of "550 5.1.1 no such user" (e.g. the 450 of
+	// a server that defers what it cannot verify yet).
+	UnknownReply *Reply
 	// NoPostmaster makes postmaster@ this domain unknown. By default every
 	// domain accepts postmaster, as RFC 5321 §4.5.1 requires.
 	NoPostmaster bool
@@ -177,6 +181,7 @@ type domainModel struct {
 	replies   map[string]Reply
 	greylist  time.Duration
 	noPost    bool
+	unknown   *Reply
 }
 
 type hostModel struct {
@@ -320,6 +325,7 @@ func buildModel(w World) (*model, error) {
 			replies:   make(map[string]Reply, len(d.Replies)),
 			greylist:  d.Greylist,
 			noPost:    d.NoPostmaster,
+			unknown:   d.UnknownReply,
 		}
 		if dm.ttl == 0 {
 			dm.ttl = defaultTTL
@@ -351,6 +357,14 @@ func buildModel(w World) (*model, error) {
 				return nil, invalid("domain %q: empty mailbox", name)
 			}
 			dm.mailboxes[mb] = true
+		}
+		if r := d.UnknownReply; r != nil {
+			if r.Code < 400 || r.Code > 599 {
+				return nil, invalid("domain %q: unknown-recipient reply has code %d", name, r.Code)
+			}
+			if _, err := parseEnhanced(r.Enhanced); err != nil {
+				return nil, invalid("domain %q: unknown-recipient reply: %v", name, err)
+			}
 		}
 		for local, r := range d.Replies {
 			if r.Code < 200 || r.Code > 599 {

@@ -32,6 +32,7 @@ const (
 	ReasonAcceptAll        = "accept_all"
 	ReasonUncheckedMX      = "unchecked_mx"
 	ReasonRaggedRow        = "ragged_row"
+	ReasonRefusesAll       = "refuses_all"
 )
 
 // Classify maps one RCPT reply to a status and reason. The rule is to claim

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/errgroup"
@@ -60,7 +62,8 @@ type engine struct {
 	workers     sync.WaitGroup
 	connections atomic.Int64
 
-	mu       sync.Mutex // guards domainState fields and the retry timers
+	mu       sync.Mutex                // guards domainState fields, heldBy and the retry timers
+	heldBy   map[*domainState]struct{} // domains with acceptances waiting for their catch-all answer
 	timers   map[clockwork.Timer]struct{}
 	stopped  bool           // no more retries: the run is over
 	timersWG sync.WaitGroup // retry callbacks running or due
@@ -77,6 +80,10 @@ type domainState struct {
 	catchAll     *bool
 	checkHost    string    // the MX host that answered the check
 	held         []Verdict // acceptances waiting for the catch-all answer
+
+	// refusesAll: an MX host refused the domain's doubtful addresses and
+	// postmaster from the first RCPT of a connection (see giveUpDomain).
+	refusesAll bool
 }
 
 // target is one distinct address on its way through the engine.
@@ -87,8 +94,14 @@ type target struct {
 	mxIdx    int  // index into dom.mail.Hosts of the host it is routed to
 	tries    int  // RCPT commands sent for it
 	retries  int  // delayed retry rounds used
-	firstTry time.Time
-	lastTLS  *bool
+	// suspect counts the refusals it got in transactions whose positive
+	// control (postmaster@) was refused too: such a refusal says nothing
+	// about the mailbox.
+	suspect      int
+	suspectReply *probe.Reply // the refusal that made it suspect
+	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
+	firstTry     time.Time
+	lastTLS      *bool
 }
 
 // probeEngine runs the engine over groups and sends exactly one Verdict per
@@ -104,6 +117,7 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 		start:   cfg.Clock.Now(),
 		workCtx: ctx,
 		timers:  map[clockwork.Timer]struct{}{},
+		heldBy:  map[*domainState]struct{}{},
 	}
 	e.router = newRouter(&e.cfg, e.startWorker, e.hostGaveUp)
 	total := 0
@@ -120,7 +134,25 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 	e.router.stop()
 	e.stopRetries()
 	e.workers.Wait()
+	e.releaseHeld()
 	return EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed()}
+}
+
+// releaseHeld writes the acceptances still waiting for their domain's
+// catch-all answer when the run stops before it came: they were decided,
+// and a decided row is never dropped. Their catch_all stays empty.
+func (e *engine) releaseHeld() {
+	e.mu.Lock()
+	var release []Verdict
+	for dom := range e.heldBy {
+		release = append(release, dom.held...)
+		dom.held = nil
+	}
+	clear(e.heldBy)
+	e.mu.Unlock()
+	for _, v := range release {
+		e.out <- v
+	}
 }
 
 // resolveAll looks up every domain once and routes its addresses.
@@ -209,11 +241,35 @@ func dnsVerdict(err error) (status, reason string) {
 func (e *engine) conclude(t *target, status, reason string, reply *probe.Reply, mxHost string) {
 	if delay, ok := e.retryDelay(t, status, reason, reply); ok {
 		t.retries++
-		t.mxIdx = 0
+		t.mxIdx, t.failed = 0, nil
 		e.retryLater(delay, t)
 		return
 	}
-	e.emit(t, Verdict{Status: status, Reason: reason, Reply: reply, MXHost: mxHost, TLS: t.lastTLS})
+	e.emit(t, Verdict{Status: status, Reason: reason, Reply: boundReply(reply), MXHost: mxHost, TLS: t.lastTLS})
+}
+
+// maxKeptReplyText bounds the reply text a verdict keeps: verdicts can wait
+// in memory (for the catch-all answer, or the writer), and a hostile server
+// may send up to MaxReplyLines lines of MaxLineLength bytes per reply. The
+// output cuts the message shorter still.
+const maxKeptReplyText = 1024
+
+// boundReply returns the reply as a verdict keeps it: code, enhanced code,
+// and the text on one line, cut to maxKeptReplyText bytes (at a rune
+// boundary), in memory of its own.
+func boundReply(r *probe.Reply) *probe.Reply {
+	if r == nil {
+		return nil
+	}
+	text := r.Text()
+	if len(text) > maxKeptReplyText {
+		cut := maxKeptReplyText
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut]
+	}
+	return &probe.Reply{Code: r.Code, Enhanced: r.Enhanced, Lines: []string{strings.Clone(text)}}
 }
 
 // retryLater puts t back in the queue after delay.
@@ -290,8 +346,8 @@ func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply
 }
 
 // hostGaveUp concludes a target none of whose MX hosts could be used.
-func (e *engine) hostGaveUp(t *target, f *hostFailure, host string) {
-	e.conclude(t, f.status, f.reason, f.reply, host)
+func (e *engine) hostGaveUp(t *target, f *hostFailure) {
+	e.conclude(t, f.status, f.reason, f.reply, f.host)
 }
 
 // emit finishes t: catch-all probes settle their domain, acceptances wait for
@@ -316,8 +372,10 @@ func (e *engine) emit(t *target, v Verdict) {
 			dom.catchAll, dom.checkHost = ptr(false), v.MXHost
 		}
 		release, dom.held = dom.held, nil
+		delete(e.heldBy, dom)
 	case dom.probePending && v.Status == output.StatusDeliverable:
 		dom.held = append(dom.held, v)
+		e.heldBy[dom] = struct{}{}
 		e.mu.Unlock()
 		e.router.done()
 		return

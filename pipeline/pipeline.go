@@ -32,6 +32,12 @@ type Config struct {
 	RcptRate        float64       // RCPT commands per second per MX host; 0 = unlimited
 	CommandPause    time.Duration // pause before each command (or pipelined batch)
 	NoCatchAllCheck bool          // skip the one-RCPT-per-domain accept-all check
+	// NoPositiveControl leaves out the RCPT postmaster@ added to a
+	// transaction that asks ControlThreshold or more addresses of one
+	// domain, which tells a server refusing everything from one refusing
+	// mailboxes.
+	NoPositiveControl bool
+	ControlThreshold  int // addresses of one domain in a transaction that call for a positive control; 0 = 10
 
 	MemoryRows int    // rows grouped in memory at once; beyond that, rows spill to temporary files; 0 = no limit
 	TempDir    string // where spill files go; "" = the system's
@@ -71,6 +77,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
+	}
+	if c.ControlThreshold <= 0 {
+		c.ControlThreshold = 10
 	}
 	if c.DNSWorkers <= 0 {
 		c.DNSWorkers = 32

@@ -214,6 +214,7 @@ func TestStatuses(t *testing.T) {
 
 func TestOneConnectionPerDomain(t *testing.T) {
 	h := newHarness(t, world())
+	h.cfg.NoPositiveControl = true // counted: the addresses' own RCPTs
 	var b strings.Builder
 	b.WriteString("email\n")
 	const n = 40
@@ -289,6 +290,7 @@ func TestTransactionAndConnectionCaps(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, world())
+			h.cfg.NoPositiveControl = true // counted: the addresses' own RCPTs
 			h.cfg.MaxConnectionsPerHost = 1
 			h.cfg.RcptPerTransaction = tt.perTxn
 			h.cfg.RcptPerConnection = tt.perConn
@@ -326,6 +328,7 @@ func TestServerRecipientLimit(t *testing.T) {
 		w.Domains[0].Mailboxes = append(w.Domains[0].Mailboxes, fmt.Sprintf("user%d", i))
 	}
 	h := newHarness(t, w)
+	h.cfg.NoPositiveControl = true // counted: the addresses' own RCPTs
 	var b strings.Builder
 	b.WriteString("email\n")
 	for i := range 30 {

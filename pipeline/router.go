@@ -19,7 +19,7 @@ import (
 type router struct {
 	cfg   *Config
 	spawn func(*hostQueue)
-	fail  func(t *target, f *hostFailure, host string)
+	fail  func(t *target, f *hostFailure)
 
 	mu          sync.Mutex
 	hosts       map[string]*hostQueue
@@ -33,16 +33,19 @@ type router struct {
 
 // hostQueue is the work and state of one MX host.
 type hostQueue struct {
-	name        string
-	pending     []*target
-	workers     int // live workers, including those still waiting for a slot or connecting
-	established int // workers holding an open session
-	everUsed    bool
-	limiter     *rate.Limiter // RCPT per second, nil = unlimited
-	txnLimit    int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
-	connCap     int           // connections the server allows us, learnt from refusals while others were open; 0 = not known
-	down        *hostFailure  // why the host could not be used ...
-	downUntil   time.Time     // ... and until when it is skipped
+	name          string
+	pending       []*target
+	workers       int // live workers, including those still waiting for a slot or connecting
+	established   int // workers holding an open session
+	everUsed      bool
+	limiter       *rate.Limiter // RCPT per second, nil = unlimited
+	txnLimit      int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
+	connRcpt      int           // recipients per connection the server accepts, learnt from a refused first RCPT of a transaction; 0 = not known
+	connCap       int           // connections the server allows us, learnt from refusals while others were open; 0 = not known
+	refusesAll    bool          // the server refuses us everything: its doubtful refusals are not asked again
+	harvestRounds int           // times it turned to refusing everything, postmaster included
+	down          *hostFailure  // why the host could not be used ...
+	downUntil     time.Time     // ... and until when it is skipped
 }
 
 // maxConns is the per-host connection cap: the configured one, or the
@@ -63,9 +66,24 @@ func (h *hostQueue) isDown(now time.Time) bool {
 type hostFailure struct {
 	status, reason string
 	reply          *probe.Reply
+	host           string // the MX host it happened at
 }
 
-func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, *hostFailure, string)) *router {
+// preferFailure is what an address is told when none of its domain's MX
+// hosts could be used, given what it was told so far (have, nil at first)
+// and the failure of the next host tried. "Every MX name is missing from
+// DNS" (undeliverable) holds only when it holds for all of them: a primary
+// that timed out and a stale backup name is a domain we could not reach,
+// which is unknown and worth retrying. Otherwise the failure of the most
+// preferred host stands.
+func preferFailure(have, next *hostFailure) *hostFailure {
+	if have == nil || (have.reason == ReasonMXUnresolvable && next.reason != ReasonMXUnresolvable) {
+		return next
+	}
+	return have
+}
+
+func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, *hostFailure)) *router {
 	return &router{
 		cfg:     cfg,
 		spawn:   spawn,
@@ -137,9 +155,8 @@ func (r *router) add(targets []*target) {
 }
 
 type failedTarget struct {
-	t    *target
-	f    *hostFailure
-	host string
+	t *target
+	f *hostFailure
 }
 
 // routeLocked queues t at its current MX host, skipping hosts already known
@@ -154,7 +171,8 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 		if h == nil {
 			h = &hostQueue{name: name}
 			if r.cfg.RcptRate > 0 {
-				h.limiter = rate.NewLimiter(rate.Limit(r.cfg.RcptRate), r.cfg.RcptPerTransaction)
+				// A transaction's RCPTs and its positive control in one burst.
+				h.limiter = rate.NewLimiter(rate.Limit(r.cfg.RcptRate), r.cfg.RcptPerTransaction+1)
 			}
 			r.hosts[name] = h
 		}
@@ -167,8 +185,9 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 			}
 			return failed
 		}
+		t.failed = preferFailure(t.failed, h.down)
 		if t.mxIdx+1 >= len(hosts) {
-			return append(failed, failedTarget{t: t, f: h.down, host: name})
+			return append(failed, failedTarget{t: t, f: t.failed})
 		}
 		t.mxIdx++
 	}
@@ -176,7 +195,7 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 
 func (r *router) reportFailed(failed []failedTarget) {
 	for _, ft := range failed {
-		r.fail(ft.t, ft.f, ft.host)
+		r.fail(ft.t, ft.f)
 	}
 }
 
@@ -256,10 +275,30 @@ const slotGrace = 50 * time.Millisecond
 func (r *router) txnLimit(h *hostQueue) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if h.txnLimit > 0 && h.txnLimit < r.cfg.RcptPerTransaction {
-		return h.txnLimit
+	return r.txnLimitLocked(h)
+}
+
+func (r *router) txnLimitLocked(h *hostQueue) int {
+	return learnt(r.cfg.RcptPerTransaction, h.txnLimit)
+}
+
+// connLimit is how many RCPT one connection to h may carry.
+func (r *router) connLimit(h *hostQueue) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.connLimitLocked(h)
+}
+
+func (r *router) connLimitLocked(h *hostQueue) int {
+	return learnt(r.cfg.RcptPerConnection, h.connRcpt)
+}
+
+// learnt is the configured limit, or the server's own when it is lower.
+func learnt(configured, server int) int {
+	if server > 0 && server < configured {
+		return server
 	}
-	return r.cfg.RcptPerTransaction
+	return configured
 }
 
 // learnTxnLimit records that h refused recipients past n in a transaction,
@@ -270,6 +309,76 @@ func (r *router) learnTxnLimit(h *hostQueue, n int) {
 	if n > 0 && (h.txnLimit == 0 || n < h.txnLimit) {
 		h.txnLimit = n
 	}
+}
+
+// learnConnLimit records that h refused recipients past n on one
+// connection, whatever the transaction: later connections stop there.
+func (r *router) learnConnLimit(h *hostQueue, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > 0 && (h.connRcpt == 0 || n < h.connRcpt) {
+		h.connRcpt = n
+	}
+}
+
+// minHarvestCap is the fewest RCPT per connection that learnHarvestLimit
+// goes down to: smaller would mean a connection per address or two, which
+// no server should see from us.
+const minHarvestCap = 10
+
+// learnHarvestLimit answers a server that began refusing everything once a
+// connection had asked about asked recipients: later connections ask about
+// half as many (but no fewer than minHarvestCap), in transactions no larger.
+//
+// It returns how many times h has turned so far.
+func (r *router) learnHarvestLimit(h *hostQueue, asked int) (rounds int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := max(asked/2, minHarvestCap)
+	if n < r.connLimitLocked(h) {
+		h.connRcpt = n
+	}
+	if n < r.txnLimitLocked(h) {
+		h.txnLimit = n
+	}
+	h.harvestRounds++
+	return h.harvestRounds
+}
+
+// maxHarvestRounds is how many times a host may turn to refusing
+// everything before its doubtful refusals are no longer asked again: each
+// time costs a connection and its patience.
+const maxHarvestRounds = 3
+
+// takeWhere removes from h's queue the targets match says yes to.
+func (r *router) takeWhere(h *hostQueue, match func(*target) bool) []*target {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var taken []*target
+	kept := h.pending[:0]
+	for _, t := range h.pending {
+		if match(t) {
+			taken = append(taken, t)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	clear(h.pending[len(kept):])
+	h.pending = kept
+	return taken
+}
+
+// markRefusesAll records that h refuses us everything.
+func (r *router) markRefusesAll(h *hostQueue) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.refusesAll = true
+}
+
+func (r *router) refusesAll(h *hostQueue) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return h.refusesAll
 }
 
 // hasPending reports whether h has waiting addresses.
@@ -300,6 +409,7 @@ func (r *router) sessionUp(h *hostQueue, delta int) {
 // leaves; otherwise the host is down for the rest of the run and its queue
 // moves to each address's next MX host.
 func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
+	f.host = h.name
 	var failed []failedTarget
 	r.mu.Lock()
 	now := r.cfg.Clock.Now()
@@ -321,8 +431,9 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 		moved := h.pending
 		h.pending = nil
 		for _, t := range moved {
+			t.failed = preferFailure(t.failed, f)
 			if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
-				failed = append(failed, failedTarget{t: t, f: f, host: h.name})
+				failed = append(failed, failedTarget{t: t, f: t.failed})
 				continue
 			}
 			t.mxIdx++

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
@@ -38,7 +40,13 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 	}
 	defer func() { <-e.slots }()
 	pushedBack := 0
-	for ctx.Err() == nil {
+	// The queue may have emptied while this worker waited for its slot or
+	// its back-off: connecting then would open a session that asks nothing.
+	for ctx.Err() == nil && e.router.hasPending(h) {
+		if e.router.refusesAll(h) {
+			e.giveUpHost(h) // addresses that came later (retries, failover)
+			return
+		}
 		sess, fail := e.connect(ctx, h)
 		if fail != nil {
 			if ctx.Err() == nil {
@@ -148,11 +156,11 @@ func sessionFailure(err error) *hostFailure {
 		// Checked before ReplyError: a refused STARTTLS is both.
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonTLSUnavailable}
 	case errors.As(err, &re):
-		reply := re.Reply
+		reply := boundReply(&re.Reply)
 		if reply.Transient() {
-			return &hostFailure{status: output.StatusUnknown, reason: ReasonTemporary, reply: &reply}
+			return &hostFailure{status: output.StatusUnknown, reason: ReasonTemporary, reply: reply}
 		}
-		return &hostFailure{status: output.StatusUnknown, reason: ReasonPolicyBlock, reply: &reply}
+		return &hostFailure{status: output.StatusUnknown, reason: ReasonPolicyBlock, reply: reply}
 	case errors.As(err, &pe):
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonProtocolError}
 	case isTimeout(err):
@@ -170,7 +178,8 @@ func isTimeout(err error) bool {
 // serve asks h's queued addresses over sess until the queue stays empty or
 // the connection has asked its share. It reports whether the worker should
 // open a new session for more work, and whether the server pushed back (421,
-// a temporary refusal of MAIL), which calls for a pause first.
+// a temporary refusal of MAIL, refusing everything), which calls for a
+// pause first.
 func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again, troubled bool) {
 	defer func() {
 		if sess.Closed() {
@@ -182,33 +191,60 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		sess.Quit(qctx)
 	}()
 	smtputf8 := sess.Supports("SMTPUTF8")
+	pipelined := sess.Supports("PIPELINING")
 	_, onTLS := sess.TLS()
+	// inTxn and onConn count the RCPT commands the server answered in the
+	// open transaction and on this connection, controls included: that is
+	// what its limits count.
 	inTxn, onConn := 0, 0
 	// A finished transaction is reset only when another one follows, so the
 	// last one on a connection costs no RSET round trip.
 	mailOpen, needReset := false, false
+	// txnCapSeen is where a "too many recipients" cut the last transaction
+	// short. It is the server's cap per transaction if the next one gets
+	// past its first RCPT, and its cap per connection if not; until then
+	// the transactions of this connection keep to it, and nothing is learnt.
+	txnCapSeen := 0
 	for {
-		if onConn >= e.cfg.RcptPerConnection {
+		connLimit := e.router.connLimit(h)
+		if onConn >= connLimit {
 			return e.router.hasPending(h), false
 		}
 		if !e.router.waitForWork(ctx, h, e.cfg.IdleTimeout) {
 			return false, false
 		}
-		n := min(e.router.txnLimit(h)-inTxn, e.cfg.RcptPerConnection-onConn)
-		if n <= 0 {
+		room := min(e.router.txnLimit(h)-inTxn, connLimit-onConn)
+		if txnCapSeen > 0 {
+			room = min(room, txnCapSeen-inTxn)
+		}
+		if room <= 0 {
 			mailOpen, needReset, inTxn = false, true, 0
 			continue
 		}
-		batch := e.router.take(h, n)
+		batch := e.router.take(h, room)
 		batch = e.dropUnsendable(batch, h.name, smtputf8)
+		batch = e.dropRefusedAll(h, batch)
 		if len(batch) == 0 {
 			continue
 		}
-		if h.limiter != nil {
-			if err := h.limiter.WaitN(ctx, len(batch)); err != nil {
-				e.router.requeue(h, batch)
-				return false, false
+		asked := batch
+		control := e.controlFor(batch)
+		if control != nil && len(batch) == room {
+			// Make room for the control: the last address waits for the
+			// next transaction (one of a single address goes without).
+			if len(batch) > 1 {
+				e.router.requeue(h, batch[len(batch)-1:])
+				batch = batch[:len(batch)-1]
+			} else {
+				control = nil
 			}
+		}
+		if control != nil {
+			asked = append(batch[:len(batch):len(batch)], control)
+		}
+		if h.limiter != nil && !waitRate(ctx, h.limiter, len(asked)) {
+			e.router.requeue(h, batch)
+			return false, false
 		}
 		if !e.pause(ctx) {
 			e.router.requeue(h, batch)
@@ -221,18 +257,27 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		var replies []probe.Reply
 		var err error
 		if mailOpen {
-			replies, err = sess.RcptBatch(ctx, addresses(batch))
+			replies, err = sess.RcptBatch(ctx, addresses(asked))
 		} else {
 			// RSET (when a transaction came before), MAIL and the RCPTs
 			// in one pipelined group: one round trip, not three.
 			var tr probe.TxnReplies
-			tr, err = sess.Transaction(ctx, needReset, smtputf8, addresses(batch))
+			tr, err = sess.Transaction(ctx, needReset, smtputf8, addresses(asked))
 			if tr.Reset != nil && !tr.Reset.Positive() {
-				for _, t := range batch {
-					t.tries-- // nothing was asked for them
+				if !pipelined {
+					// Lock-step stops at the refused RSET: nothing was asked.
+					untry(batch)
+					e.router.requeue(h, batch)
+					return true, false
 				}
-				e.router.requeue(h, batch)
-				return true, false
+				if !tr.Mail.Positive() || err != nil {
+					// Pipelined, the RCPTs went out, but in no transaction
+					// we can trust: they count as asked.
+					e.retryOrFailReply(h, batch, *tr.Reset)
+					return true, false
+				}
+				// RSET was refused but the MAIL after it was taken: a new
+				// transaction is open and its RCPT answers stand.
 			}
 			needReset = false
 			switch mail := tr.Mail; {
@@ -253,29 +298,83 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				return true, onConn == 0 // pushed back before any answer
 			}
 		}
-		answered, restartTxn := 0, false
+		controlRefused := control != nil && len(replies) == len(asked) && replies[len(asked)-1].Permanent()
+		var suspects []*target
+		answered, restartTxn, endSession := 0, false, false
 		for i, reply := range replies {
-			t := batch[i]
+			t := asked[i]
 			if reply.Code == 421 {
-				e.retryOrFailReply(h, batch[i:], reply)
+				e.retryOrFailReply(h, unanswered(batch, i), reply)
 				return true, onConn+answered == 0 // pushed back before any answer
 			}
-			if tooManyRecipients(reply) && inTxn+i > 0 {
-				// The server's own per-transaction cap: not a verdict. Ask
-				// the rest again in a fresh transaction.
-				for _, u := range batch[i:] {
-					u.tries--
+			if tooManyRecipients(reply) {
+				rest := unanswered(batch, i)
+				switch {
+				case inTxn+i > 0:
+					// The server's own cap: not a verdict. Ask the rest
+					// again in a fresh transaction.
+					txnCapSeen = inTxn + i
+					restartTxn = true
+				case onConn+answered > 0:
+					// Refused at the first RCPT of a new transaction: the cap
+					// is per connection, and the cut that came before it was
+					// this one too. Go on over a new connection.
+					e.router.learnConnLimit(h, onConn+answered)
+					txnCapSeen = 0
+					endSession = true
 				}
-				e.router.learnTxnLimit(h, inTxn+i)
-				e.router.requeue(h, batch[i:])
-				restartTxn = true
-				break
+				if restartTxn || endSession {
+					untry(rest)
+					e.router.requeue(h, rest)
+					break
+				}
+				// Refused at the very first RCPT of a connection: no limit
+				// to learn, so it stands as the temporary answer it is.
+			} else if i == 0 && inTxn == 0 && txnCapSeen > 0 {
+				// A transaction got past its first RCPT after a cut: the
+				// cut was the server's cap per transaction.
+				e.router.learnTxnLimit(h, txnCapSeen)
+				txnCapSeen = 0
+			}
+			answered++
+			if t == control {
+				continue
+			}
+			if controlRefused && reply.Permanent() {
+				suspects = append(suspects, t)
+				continue
 			}
 			e.concludeReply(t, reply, h.name)
-			answered++
 		}
-		if err != nil && !restartTxn {
-			e.retryOrFail(ctx, h, batch[len(replies):], err)
+		if controlRefused {
+			// The server refused postmaster too: it is refusing everything
+			// (an anti-harvest defence, an error limit), so its refusals
+			// here say nothing about the mailboxes. Ask them again after a
+			// pause, over new connections asking fewer than it took before
+			// it turned; a server that refuses the re-asking from its first
+			// RCPT, or keeps turning, refuses us altogether, and its
+			// doubtful refusals are asked no more.
+			turn := onConn + firstLike(replies, replies[len(asked)-1])
+			rounds := e.router.learnHarvestLimit(h, turn)
+			e.reaskSuspects(h, suspects, replies, asked)
+			switch {
+			case rounds > maxHarvestRounds:
+				e.giveUpHost(h)
+			case turn == 0 && allSuspect(batch):
+				e.giveUpDomain(h, control.dom)
+			}
+			return true, true
+		}
+		if endSession {
+			return true, false
+		}
+		if err != nil {
+			if !restartTxn {
+				e.retryOrFail(ctx, h, unanswered(batch, len(replies)), err)
+			}
+			return true, false
+		}
+		if restartTxn && sess.Closed() {
 			return true, false
 		}
 		inTxn += answered
@@ -284,6 +383,159 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			mailOpen, needReset, inTxn = false, true, 0
 		}
 	}
+}
+
+// unanswered is the part of batch from index i of the RCPTs sent on: the
+// positive control, sent after the batch, is not in it.
+func unanswered(batch []*target, i int) []*target {
+	if i >= len(batch) {
+		return nil
+	}
+	return batch[i:]
+}
+
+// untry takes back the try counted for targets whose RCPT the server did
+// not really answer.
+func untry(targets []*target) {
+	for _, t := range targets {
+		t.tries--
+	}
+}
+
+// waitRate waits for n RCPT tokens of lim. A reservation that would end
+// after ctx's deadline is still waited for (until ctx ends): failing at
+// once instead, as rate.Limiter.WaitN does, would let the worker give its
+// connection up and a new one reconnect at once, in a loop.
+func waitRate(ctx context.Context, lim *rate.Limiter, n int) bool {
+	r := lim.ReserveN(time.Now(), min(n, lim.Burst()))
+	if !r.OK() {
+		return true
+	}
+	if d := r.Delay(); d > 0 && !sleepReal(ctx, d) {
+		r.Cancel()
+		return false
+	}
+	return true
+}
+
+// controlFor returns the positive control a batch needs, or nil: RCPT
+// postmaster@ a domain (which RFC 5321 §4.5.1 requires to exist), asked
+// after the batch whenever it holds many addresses of that domain or
+// addresses whose refusal is in doubt. If the server refuses the control,
+// its refusals in that transaction say nothing about the mailboxes.
+func (e *engine) controlFor(batch []*target) *target {
+	if e.cfg.NoPositiveControl {
+		return nil
+	}
+	var best *domainState
+	counts := map[*domainState]int{}
+	for _, t := range batch {
+		if strings.EqualFold(t.addr.Local, "postmaster") {
+			counts[t.dom] = -len(batch) // asked anyway: no control needed
+		}
+		counts[t.dom]++
+		if t.suspect > 0 {
+			counts[t.dom] += e.cfg.ControlThreshold
+		}
+		if best == nil || counts[t.dom] > counts[best] {
+			best = t.dom
+		}
+	}
+	if best == nil || counts[best] < e.cfg.ControlThreshold {
+		return nil
+	}
+	return &target{addr: input.Address{Local: "postmaster", Domain: best.name}, dom: best}
+}
+
+// reaskSuspects handles the refusals of a transaction whose positive
+// control was refused: each is asked once more; refused again the same
+// way, it is unknown, for the server refuses everything.
+func (e *engine) reaskSuspects(h *hostQueue, suspects []*target, replies []probe.Reply, asked []*target) {
+	var again []*target
+	for _, t := range suspects {
+		t.suspect++
+		t.suspectReply = boundReply(&replies[indexOf(asked, t)])
+		if t.suspect < 2 {
+			again = append(again, t)
+			continue
+		}
+		e.conclude(t, output.StatusUnknown, ReasonRefusesAll, t.suspectReply, h.name)
+	}
+	e.router.requeue(h, again)
+}
+
+// A server that refuses a domain's doubtful addresses again from the first
+// RCPT of a connection, postmaster included, has made its answer about
+// them plain; one that keeps turning to refusing everything has made it
+// about us. Asking more would only open more connections to it.
+
+// giveUpDomain concludes the doubtful addresses of dom at h, waiting or
+// yet to come, without asking them again.
+func (e *engine) giveUpDomain(h *hostQueue, dom *domainState) {
+	e.mu.Lock()
+	dom.refusesAll = true
+	e.mu.Unlock()
+	e.concludeRefused(h, e.router.takeWhere(h, func(t *target) bool { return t.dom == dom && t.suspect > 0 }))
+}
+
+// giveUpHost concludes every address at h, waiting or yet to come, without
+// asking: h refuses us.
+func (e *engine) giveUpHost(h *hostQueue) {
+	e.router.markRefusesAll(h)
+	e.concludeRefused(h, e.router.takeWhere(h, func(*target) bool { return true }))
+}
+
+func (e *engine) concludeRefused(h *hostQueue, targets []*target) {
+	for _, t := range targets {
+		e.conclude(t, output.StatusUnknown, ReasonRefusesAll, t.suspectReply, h.name)
+	}
+}
+
+// dropRefusedAll concludes, as giveUpDomain and giveUpHost would, the
+// addresses of batch that arrived after them.
+func (e *engine) dropRefusedAll(h *hostQueue, batch []*target) []*target {
+	hostWide := e.router.refusesAll(h)
+	kept := batch[:0]
+	for _, t := range batch {
+		e.mu.Lock()
+		domain := t.dom.refusesAll
+		e.mu.Unlock()
+		if hostWide || (domain && t.suspect > 0) {
+			e.conclude(t, output.StatusUnknown, ReasonRefusesAll, t.suspectReply, h.name)
+			continue
+		}
+		kept = append(kept, t)
+	}
+	return kept
+}
+
+// firstLike is the index of the first reply equal to r: where a server
+// that answers everything the same way began doing so.
+func firstLike(replies []probe.Reply, r probe.Reply) int {
+	for i, x := range replies {
+		if x.Code == r.Code && x.Enhanced == r.Enhanced && x.Text() == r.Text() {
+			return i
+		}
+	}
+	return len(replies)
+}
+
+func allSuspect(batch []*target) bool {
+	for _, t := range batch {
+		if t.suspect == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func indexOf(targets []*target, t *target) int {
+	for i, u := range targets {
+		if u == t {
+			return i
+		}
+	}
+	return -1
 }
 
 // dropUnsendable finishes addresses the server cannot be asked about (UTF-8
@@ -351,11 +603,17 @@ func (e *engine) pause(ctx context.Context) bool {
 	return e.cfg.CommandPause <= 0 || sleepReal(ctx, e.cfg.CommandPause)
 }
 
+// tooManyRecipients recognises a server's recipient limit: 452 4.5.3, or
+// 451/452 saying so, and the 552 of old servers, which RFC 5321
+// §4.5.3.1.10 says clients must treat as temporary.
 func tooManyRecipients(r probe.Reply) bool {
-	if r.Code != 452 && r.Code != 451 {
-		return false
+	switch r.Code {
+	case 451, 452:
+		return r.Enhanced == "4.5.3" || strings.Contains(strings.ToLower(r.Text()), "too many recipients")
+	case 552:
+		return r.Enhanced == "5.5.3" || strings.Contains(strings.ToLower(r.Text()), "too many recipients")
 	}
-	return r.Enhanced == "4.5.3" || strings.Contains(strings.ToLower(r.Text()), "too many recipients")
+	return false
 }
 
 func addresses(batch []*target) []string {
