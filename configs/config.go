@@ -23,6 +23,7 @@ type Config struct {
 	Retry  Retry  `yaml:"retry"`
 	DNS    DNS    `yaml:"dns"`
 	Input  Input  `yaml:"input"`
+	Output Output `yaml:"output"`
 }
 
 // SMTP holds the settings of the probing SMTP client.
@@ -36,6 +37,8 @@ type SMTP struct {
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	TLS             string        `yaml:"tls"`
 	CatchAllCheck   bool          `yaml:"catch_all_check"`
+	PositiveControl bool          `yaml:"positive_control"`
+	ControlMin      int           `yaml:"positive_control_min"`
 }
 
 // Limits holds the politeness and concurrency bounds.
@@ -66,6 +69,11 @@ type DNS struct {
 	Attempts  int           `yaml:"attempts"`
 	CacheSize int           `yaml:"cache_size"`
 	Workers   int           `yaml:"workers"`
+}
+
+// Output holds the settings of the result writers.
+type Output struct {
+	FormulaSafe bool `yaml:"formula_safe"`
 }
 
 // Input holds the settings of the CSV reader.
@@ -134,6 +142,7 @@ func (c Config) Validate() error {
 		{"dns.cache_size", int64(c.DNS.CacheSize)},
 		{"dns.workers", int64(c.DNS.Workers)},
 		{"limits.memory_rows", int64(c.Limits.MemoryRows)},
+		{"smtp.positive_control_min", int64(c.SMTP.ControlMin)},
 	}
 	for _, p := range positive {
 		if p.value <= 0 {

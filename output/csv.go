@@ -33,42 +33,118 @@ type CSVOf[T Row[T]] struct {
 // prefixWriter lets csvutil encode the result columns while the input fields
 // go in front of them on the same CSV line.
 type prefixWriter struct {
-	cw     *csv.Writer
-	prefix []string
+	cw          *csv.Writer
+	prefix      []string
+	formulaSafe bool
 }
 
 func (p *prefixWriter) Write(record []string) error {
-	return p.cw.Write(append(p.prefix, record...))
+	line := append(p.prefix, record...)
+	if p.formulaSafe {
+		escapeFormulas(line)
+	}
+	return p.cw.Write(line)
+}
+
+// CSVOption changes how a CSV writer writes.
+type CSVOption func(*csvOptions)
+
+type csvOptions struct {
+	formulaSafe bool
+}
+
+// FormulaSafe makes every cell safe to open in a spreadsheet, the input's
+// columns and the probed address included: a cell that starts with = + - @
+// TAB or CR gets a leading ' (OWASP's advice against CSV injection), so
+// "=cmd|calc@corp.test" is written "'=cmd|calc@corp.test". Without it only
+// the server's text is escaped, and everything else is written exactly as
+// it is, for import into mail platforms and suppression lists.
+func FormulaSafe() CSVOption { return func(o *csvOptions) { o.formulaSafe = true } }
+
+// escapeFormulas prefixes with ' every cell a spreadsheet would evaluate.
+func escapeFormulas(cells []string) {
+	for i, c := range cells {
+		if c == "" {
+			continue
+		}
+		switch c[0] {
+		case '=', '+', '-', '@', '\t', '\r':
+			cells[i] = "'" + c
+		}
+	}
 }
 
 // NewCSV writes the header (inputHeader followed by ResultColumns) to w at once,
 // so an interrupted run still leaves a well-formed file.
-func NewCSV(w io.Writer, inputHeader []string) (*CSV, error) {
-	return NewCSVOf[Result](w, inputHeader)
+func NewCSV(w io.Writer, inputHeader []string, opts ...CSVOption) (*CSV, error) {
+	return NewCSVOf[Result](w, inputHeader, opts...)
 }
 
 // NewCSVOf is NewCSV for any kind of row.
-func NewCSVOf[T Row[T]](w io.Writer, inputHeader []string) (*CSVOf[T], error) {
-	return newCSV[T](w, inputHeader, true)
+func NewCSVOf[T Row[T]](w io.Writer, inputHeader []string, opts ...CSVOption) (*CSVOf[T], error) {
+	return newCSV[T](w, inputHeader, true, opts)
 }
 
 // AppendCSVOf continues a CSV file that already has its header, as after
 // Recover.
-func AppendCSVOf[T Row[T]](w io.Writer, inputHeader []string) (*CSVOf[T], error) {
-	return newCSV[T](w, inputHeader, false)
+func AppendCSVOf[T Row[T]](w io.Writer, inputHeader []string, opts ...CSVOption) (*CSVOf[T], error) {
+	return newCSV[T](w, inputHeader, false, opts)
 }
 
-// CSVHeader is the header line a CSV writer of T writes after inputHeader.
-func CSVHeader[T Row[T]](inputHeader []string) []string {
-	cols := Columns[T]()
-	return append(fitFields(inputHeader, len(inputHeader), len(cols)), cols...)
+// CSVHeader is the header line a CSV writer of T writes: inputHeader, then
+// T's columns, each renamed by ResultColumnNames where the input already has
+// a column of that name.
+func CSVHeader[T Row[T]](inputHeader []string, opts ...CSVOption) []string {
+	cols := ResultColumnNames(inputHeader, Columns[T]())
+	header := append(fitFields(inputHeader, len(inputHeader), len(cols)), cols...)
+	if applyOptions(opts).formulaSafe {
+		escapeFormulas(header)
+	}
+	return header
 }
 
-func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool) (*CSVOf[T], error) {
+func applyOptions(opts []CSVOption) csvOptions {
+	var o csvOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// ResultColumnNames returns cols with every name that is already taken, by
+// an input column or by a column renamed before it, prefixed with
+// "result_" (again, until it is free), so a header never repeats a name:
+// an input "email" column stays "email" and the probed address is written
+// as "result_email". Tools that key rows by column name (pandas,
+// csv.DictReader, spreadsheets' lookups) would otherwise rename or drop one.
+func ResultColumnNames(inputHeader, cols []string) []string {
+	taken := make(map[string]bool, len(inputHeader)+len(cols))
+	for _, h := range inputHeader {
+		taken[h] = true
+	}
+	// A renamed column must not take the name of another result column.
+	reserved := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		reserved[c] = true
+	}
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		name := c
+		for taken[name] || (name != c && reserved[name]) {
+			name = "result_" + name
+		}
+		taken[name] = true
+		out[i] = name
+	}
+	return out
+}
+
+func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool, opts []CSVOption) (*CSVOf[T], error) {
+	o := applyOptions(opts)
 	cw := csv.NewWriter(w)
 	cols := Columns[T]()
 	if writeHeader {
-		if err := cw.Write(CSVHeader[T](inputHeader)); err != nil {
+		if err := cw.Write(CSVHeader[T](inputHeader, opts...)); err != nil {
 			return nil, fmt.Errorf("output: writing CSV header: %w", err)
 		}
 		cw.Flush()
@@ -77,7 +153,7 @@ func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool) (*CSV
 		}
 	}
 
-	row := &prefixWriter{cw: cw}
+	row := &prefixWriter{cw: cw, formulaSafe: o.formulaSafe}
 	enc := csvutil.NewEncoder(row)
 	enc.AutoHeader = false // the header above already names these columns
 	enc.WithMarshalers(csvutil.MarshalFunc(func(t time.Time) ([]byte, error) {

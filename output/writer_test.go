@@ -159,8 +159,15 @@ func TestCSVRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("output is not valid CSV: %v", err)
 	}
-	if want := append(append([]string{}, fixtureHeader...), ResultColumns()...); !reflect.DeepEqual(records[0], want) {
+	if want := append(append([]string{}, fixtureHeader...), ResultColumnNames(fixtureHeader, ResultColumns())...); !reflect.DeepEqual(records[0], want) {
 		t.Errorf("header = %q, want %q", records[0], want)
+	}
+	seen := map[string]bool{}
+	for _, name := range records[0] {
+		if seen[name] {
+			t.Errorf("header repeats %q: %q", name, records[0])
+		}
+		seen[name] = true
 	}
 	if len(records) != len(rows)+1 {
 		t.Fatalf("%d records, want header + %d", len(records), len(rows))
@@ -306,5 +313,71 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if err := j.Flush(); !errors.Is(err, boom) {
 		t.Errorf("JSONL Flush = %v, want it to wrap %v", err, boom)
+	}
+}
+
+func TestResultColumnNames(t *testing.T) {
+	cols := []string{"row", "email", "status"}
+	tests := []struct {
+		name  string
+		input []string
+		want  []string
+	}{
+		{"no clash", []string{"name", "company"}, []string{"row", "email", "status"}},
+		{"input has email", []string{"email", "name"}, []string{"row", "result_email", "status"}},
+		{"input has the renamed name too", []string{"email", "result_email"}, []string{"row", "result_result_email", "status"}},
+		{"several", []string{"Status", "status", "row"}, []string{"result_row", "email", "result_status"}},
+		{"case differs: no clash", []string{"Email"}, []string{"row", "email", "status"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ResultColumnNames(tt.input, cols); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// The default mode escapes only the server's text; FormulaSafe escapes
+// every cell a spreadsheet would evaluate, the address included.
+func TestFormulaSafe(t *testing.T) {
+	header := []string{"email", "=note"}
+	fields := []string{"=cmd|calc@corp.test", "-5"}
+	res := Result{Row: 1, Email: "=cmd|calc@corp.test", Status: StatusDeliverable, Reason: "accepted",
+		SMTPCode: 250, SMTPMessage: "=2+2 ok", CheckedAt: time.Date(2024, 5, 6, 5, 8, 9, 0, time.UTC)}
+	tests := []struct {
+		name string
+		opts []CSVOption
+		want []string // header, then the row
+	}{
+		{"exact by default", nil, []string{
+			"email,=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at",
+			"=cmd|calc@corp.test,-5,1,=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z",
+		}},
+		{"formula-safe", []CSVOption{FormulaSafe()}, []string{
+			"email,'=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at",
+			"'=cmd|calc@corp.test,'-5,1,'=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := NewCSV(&buf, header, tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(fields, res); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n"); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			if got := CSVHeader[Result](header, tt.opts...); strings.Join(got, ",") != tt.want[0] {
+				t.Errorf("CSVHeader = %q, want %q", got, tt.want[0])
+			}
+		})
 	}
 }

@@ -412,6 +412,22 @@ func (e *engine) emit(t *target, v Verdict) {
 
 func ptr[T any](v T) *T { return &v }
 
+// Probe verifies one address with the engine Run uses, catch-all check
+// included, and returns its verdict; false when ctx ended before one was
+// reached.
+func Probe(ctx context.Context, cfg Config, res *resolve.Resolver, addr input.Address) (Verdict, bool) {
+	cfg.setDefaults()
+	out := make(chan Verdict, 1)
+	go func() {
+		defer close(out)
+		probeEngine(ctx, cfg, res, []DomainGroup{{Domain: addr.Domain, Addresses: []input.Address{addr}}}, out)
+	}()
+	v, ok := <-out
+	for range out { // nothing more is sent; wait for the engine to finish
+	}
+	return v, ok
+}
+
 // Run verifies every row of src and writes one result per row to sink. It
 // returns when every row is written, or when ctx is cancelled or a fatal
 // error happens; in both of those cases what was decided is still written.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -119,6 +120,7 @@ func (e *engine) acquireSlot(ctx context.Context) bool {
 func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostFailure) {
 	addrs, err := e.res.LookupHost(ctx, h.name)
 	if err != nil {
+		e.note("address lookup for %s: %v", h.name, err)
 		if errors.Is(err, resolve.ErrNoAddress) || errors.Is(err, resolve.ErrNXDomain) {
 			// The MX points at a name that does not exist: mail to it bounces.
 			return nil, &hostFailure{status: output.StatusUndeliverable, reason: ReasonMXUnresolvable}
@@ -130,10 +132,12 @@ func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *ho
 	var last error
 	for _, ip := range addrs {
 		addr := net.JoinHostPort(ip.String(), strconv.Itoa(e.cfg.SMTPPort))
+		e.note("connecting to %s [%s]", h.name, addr)
 		sess, err := probe.Dial(ctx, addr, pc)
 		if err == nil {
 			return sess, nil
 		}
+		e.note("%s: %v", h.name, err)
 		last = err
 		var re *probe.ReplyError
 		if errors.As(err, &re) {
@@ -167,6 +171,14 @@ func sessionFailure(err error) *hostFailure {
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonTimeout}
 	default:
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonConnectionFailed}
+	}
+}
+
+// note writes a line about what the engine does to the transcript, if any,
+// next to the sessions' own lines.
+func (e *engine) note(format string, args ...any) {
+	if w := e.cfg.Probe.Transcript; w != nil {
+		fmt.Fprintf(w, "* "+format+"\n", args...)
 	}
 }
 

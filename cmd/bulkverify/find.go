@@ -43,7 +43,7 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return job{err: usageError{fmt.Errorf("--resume is not supported by find yet: run it again")}}
 		}
 		return job{input: in, run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
-			out, err := openSink[output.FindResult](rf, src.Header(), stdout, pcfg.TempDir)
+			out, err := openSink[output.FindResult](rf, src.Header(), stdout, pcfg.TempDir, csvOptions(cfg))
 			if err != nil {
 				return sum, err
 			}
@@ -65,7 +65,7 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 						err = fmt.Errorf("writing %s: %w", ff.candidates, cerr)
 					}
 				}()
-				if fc.Candidates, err = newRowWriter[output.CandidateResult](rf.format, f, src.Header()); err != nil {
+				if fc.Candidates, err = newRowWriter[output.CandidateResult](rf.format, f, src.Header(), csvOptions(cfg)); err != nil {
 					return sum, fmt.Errorf("writing %s: %w", ff.candidates, err)
 				}
 			}
@@ -74,11 +74,11 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	})
 }
 
-func newRowWriter[T output.Row[T]](format string, w io.Writer, header []string) (output.RowWriter[T], error) {
+func newRowWriter[T output.Row[T]](format string, w io.Writer, header []string, csvOpts []output.CSVOption) (output.RowWriter[T], error) {
 	if format == "jsonl" {
 		return output.NewJSONLOf[T](w, header)
 	}
-	return output.NewCSVOf[T](w, header)
+	return output.NewCSVOf[T](w, header, csvOpts...)
 }
 
 // runPatterns prints the documented default patterns file.

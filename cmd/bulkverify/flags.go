@@ -78,6 +78,8 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Limits.RcptPerTransaction = over.Limits.RcptPerTransaction
 		case "rcpt-per-connection":
 			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
+		case "formula-safe":
+			cfg.Output.FormulaSafe = over.Output.FormulaSafe
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -6,17 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
-	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
 )
 
@@ -46,13 +42,21 @@ func newProbeFlagSet(stderr io.Writer) (*flag.FlagSet, *probeFlags) {
 
 // verdict is the answer for the probed address, printed as the last line.
 type verdict struct {
-	address, status, reason string
-	reply                   *probe.Reply
-	mxHost                  string
-	tls                     bool
-	// final is false when no question could be put to a mail exchanger for a
-	// reason that may pass (DNS or connection trouble): exit code 1.
-	final bool
+	address string
+	v       pipeline.Verdict
+}
+
+// final reports whether the verdict rests on an answer, from a mail
+// exchanger or from DNS; false when no question could be put for a reason
+// that may pass (DNS or connection trouble): exit code 1.
+func (v verdict) final() bool {
+	switch {
+	case v.v.Reply != nil, v.v.Status == output.StatusInvalid, v.v.Status == output.StatusUndeliverable:
+		return true
+	case v.v.Reason == pipeline.ReasonSMTPUTF8:
+		return true
+	}
+	return false
 }
 
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -70,15 +74,17 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch {
 	case ctx.Err() != nil:
 		return exitInterrupted
-	case !v.final:
+	case !v.final():
 		return exitFatal
 	}
 	return exitOK
 }
 
-// probeAddress does what a mail administrator does by hand: look up the MX,
-// connect to the first exchanger that answers, and ask about the address.
-// An error means no verdict at all (bad usage, no resolver).
+// probeAddress asks about one address with the engine verify uses (its MX
+// failover, its catch-all check, its reading of replies), so that both
+// commands give an address the same verdict; only once, with no delayed
+// retries, as a mail administrator would by hand. An error means no verdict
+// at all (bad usage, no resolver).
 func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw string,
 	stdout, stderr io.Writer) (verdict, error) {
 	cfg, err := pf.shared.config(fs)
@@ -105,183 +111,64 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 
 	// Server text reaches a terminal: escape what could drive it.
 	out := &escapingWriter{w: stdout}
-	note := func(format string, args ...any) {
-		if pf.transcript {
-			fmt.Fprintf(out, "* "+format+"\n", args...)
-		}
-	}
-	v := verdict{address: addr.String()}
-
-	mail, err := res.LookupMail(ctx, addr.Domain)
-	if err != nil {
-		note("MX lookup for %s: %v", addr.Domain, err)
-		v.status, v.reason, v.final = dnsVerdict(err)
-		return v, nil
-	}
-	if mail.Implicit {
-		note("%s has no MX; its own address records are used (implicit MX, RFC 5321 §5.1)", mail.Domain)
-	} else {
-		note("MX of %s:", mail.Domain)
-		for _, mx := range mail.Hosts {
-			note("  %d %s", mx.Preference, mx.Host)
-		}
-	}
-
-	pc := probeConfig(cfg)
+	pcfg := pipelineConfig(cfg)
+	pcfg.MaxAttempts, pcfg.MaxWait, pcfg.RetryDelay = 1, 0, 0
+	pcfg.MaxConnectionsPerHost = 1
 	if pf.transcript {
-		pc.Transcript = out
+		pcfg.Probe.Transcript = out
+		noteDNS(ctx, res, addr.Domain, out)
 	}
-	var (
-		last       error
-		unresolved = 0
-	)
-	for _, mx := range mail.Hosts {
-		v.mxHost = mx.Host
-		ips, err := res.LookupHost(ctx, mx.Host)
-		if err != nil {
-			note("address lookup for %s: %v", mx.Host, err)
-			last = err
-			if errors.Is(err, resolve.ErrNoAddress) {
-				unresolved++
-			}
-			continue
-		}
-		pc.TLSServerName = mx.Host
-		for _, ip := range ips {
-			hostport := net.JoinHostPort(ip.String(), strconv.Itoa(cfg.SMTP.Port))
-			note("connecting to %s [%s]", mx.Host, hostport)
-			sess, err := probe.Dial(ctx, hostport, pc)
-			if err != nil {
-				note("%s: %v", mx.Host, err)
-				last = err
-				if ctx.Err() != nil {
-					v.status, v.reason = output.StatusUnknown, reasonCanceled
-					return v, nil
-				}
-				continue
-			}
-			return ask(ctx, sess, addr, v), nil
-		}
+	v, ok := pipeline.Probe(ctx, pcfg, res, addr)
+	if !ok {
+		v = pipeline.Verdict{Status: output.StatusUnknown, Reason: reasonCanceled}
 	}
-	if unresolved == len(mail.Hosts) {
-		// Every exchanger named in DNS is missing: mail to the domain bounces.
-		v.status, v.reason, v.final = output.StatusUndeliverable, pipeline.ReasonMXUnresolvable, true
-		return v, nil
-	}
-	v.status, v.reason, v.reply = sessionVerdict(last)
-	return v, nil
+	return verdict{address: addr.String(), v: v}, nil
 }
 
-// ask runs MAIL FROM, RCPT TO and QUIT on an established session.
-func ask(ctx context.Context, sess *probe.Session, addr input.Address, v verdict) verdict {
-	defer func() {
-		if sess.Closed() {
-			return
-		}
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = sess.Quit(qctx)
-	}()
-	_, v.tls = sess.TLS()
-	smtputf8 := sess.Supports("SMTPUTF8")
-	if addr.NeedsSMTPUTF8 && !smtputf8 {
-		v.status, v.reason, v.final = output.StatusUnknown, pipeline.ReasonSMTPUTF8, true
-		return v
-	}
-	r, err := sess.Mail(ctx, addr.NeedsSMTPUTF8)
-	if err != nil {
-		v.status, v.reason, _ = sessionVerdict(err)
-		return v
-	}
-	if !r.Positive() {
-		v.reply, v.final = &r, true
-		v.status, v.reason = output.StatusUnknown, pipeline.ReasonSenderRejected
-		if r.Transient() {
-			v.reason = pipeline.ReasonTemporary
-		}
-		return v
-	}
-	r, err = sess.Rcpt(ctx, addr.String())
-	if err != nil {
-		v.status, v.reason, _ = sessionVerdict(err)
-		if v.reason == pipeline.ReasonConnectionFailed {
-			v.reason = pipeline.ReasonConnectionLost
-		}
-		return v
-	}
-	v.reply, v.final = &r, true
-	v.status, v.reason = pipeline.Classify(r)
-	return v
-}
-
-// dnsVerdict maps a failed MX lookup. Permanent answers are verdicts about
-// the address; a DNS failure is not.
-func dnsVerdict(err error) (status, reason string, final bool) {
+// noteDNS writes what DNS says about the domain's mail exchangers. The
+// engine's own lookup then comes from the resolver's cache.
+func noteDNS(ctx context.Context, res *resolve.Resolver, domain string, out io.Writer) {
+	mail, err := res.LookupMail(ctx, domain)
 	switch {
-	case errors.Is(err, resolve.ErrNXDomain):
-		return output.StatusInvalid, pipeline.ReasonNXDomain, true
-	case errors.Is(err, resolve.ErrNullMX):
-		return output.StatusInvalid, pipeline.ReasonNullMX, true
-	case errors.Is(err, resolve.ErrNoMailHost):
-		return output.StatusInvalid, pipeline.ReasonNoMailHost, true
-	case errors.Is(err, context.Canceled):
-		return output.StatusUnknown, reasonCanceled, false
-	}
-	return output.StatusUnknown, pipeline.ReasonDNSError, false
-}
-
-// Reasons of this command only: the pipeline never reports them.
-const (
-	reasonTLS      = "tls_unavailable" // --tls require could not be met
-	reasonCanceled = "canceled"        // interrupted before a verdict
-)
-
-// sessionVerdict says why no usable SMTP session was had.
-func sessionVerdict(err error) (status, reason string, reply *probe.Reply) {
-	var (
-		te *probe.TLSError
-		re *probe.ReplyError
-		pe *probe.ProtocolError
-		ne net.Error
-	)
-	switch {
-	case err == nil:
-		return output.StatusUnknown, pipeline.ReasonConnectionFailed, nil
-	case errors.As(err, &te):
-		return output.StatusUnknown, reasonTLS, nil
-	case errors.As(err, &re):
-		r := re.Reply
-		if r.Transient() {
-			return output.StatusUnknown, pipeline.ReasonTemporary, &r
+	case err != nil:
+		fmt.Fprintf(out, "* MX lookup for %s: %v\n", domain, err)
+	case mail.Implicit:
+		fmt.Fprintf(out, "* %s has no MX; its own address records are used (implicit MX, RFC 5321 §5.1)\n", mail.Domain)
+	default:
+		fmt.Fprintf(out, "* MX of %s:\n", mail.Domain)
+		for _, mx := range mail.Hosts {
+			fmt.Fprintf(out, "*   %d %s\n", mx.Preference, mx.Host)
 		}
-		return output.StatusUnknown, pipeline.ReasonPolicyBlock, &r
-	case errors.As(err, &pe):
-		return output.StatusUnknown, pipeline.ReasonProtocolError, nil
-	case errors.Is(err, context.Canceled):
-		return output.StatusUnknown, reasonCanceled, nil
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
-		return output.StatusUnknown, pipeline.ReasonTimeout, nil
 	}
-	return output.StatusUnknown, pipeline.ReasonConnectionFailed, nil
 }
+
+// reasonCanceled is this command's only reason of its own: interrupted
+// before a verdict.
+const reasonCanceled = "canceled"
 
 func printVerdict(w io.Writer, v verdict) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "address=%s status=%s reason=%s", v.address, v.status, v.reason)
+	fmt.Fprintf(&b, "address=%s status=%s reason=%s", v.address, v.v.Status, v.v.Reason)
 	code, enhanced, message := "", "", ""
-	if v.reply != nil {
-		code, enhanced, message = strconv.Itoa(v.reply.Code), v.reply.Enhanced, v.reply.Text()
-	}
-	tls := "no"
-	if v.tls {
-		tls = "yes"
+	if r := v.v.Reply; r != nil {
+		code, enhanced, message = strconv.Itoa(r.Code), r.Enhanced, r.Text()
 	}
 	// The message is the server's: quoted, so it is one line and cannot
 	// carry terminal control sequences.
-	fmt.Fprintf(&b, " code=%s enhanced=%s message=%s mx=%s tls=%s\n",
-		code, enhanced, strconv.Quote(message), v.mxHost, tls)
+	fmt.Fprintf(&b, " code=%s enhanced=%s message=%s catch_all=%s mx=%s tls=%s\n",
+		code, enhanced, strconv.Quote(message), yesNo(v.v.CatchAll, ""), v.v.MXHost, yesNo(v.v.TLS, "no"))
 	_, _ = io.WriteString(&escapingWriter{w: w}, b.String())
+}
+
+// yesNo renders a tri-state: unknown is unset.
+func yesNo(b *bool, unset string) string {
+	switch {
+	case b == nil:
+		return unset
+	case *b:
+		return "yes"
+	}
+	return "no"
 }
 
 // escapingWriter writes control characters (but line feeds) and invalid

@@ -101,9 +101,18 @@ func TestProbeCommand(t *testing.T) {
 			name:    "nonexistent domain is a verdict",
 			args:    []string{"ned@nonexistent.test", "--transcript"},
 			code:    exitOK,
-			verdict: "address=ned@nonexistent.test status=invalid reason=nxdomain code= enhanced= message=\"\" mx= tls=no",
+			verdict: "address=ned@nonexistent.test status=invalid reason=nxdomain code= enhanced= message=\"\" catch_all= mx= tls=no",
 			has:     []string{"* MX lookup for nonexistent.test: "},
 			hasNot:  []string{"C: "},
+		},
+		{
+			// The same verdict verify gives: the domain accepts everything.
+			name:    "accept-all domain, catch-all check in the transcript",
+			args:    []string{"anyone@catchall.test", "--transcript"},
+			code:    exitOK,
+			verdict: "address=anyone@catchall.test status=risky reason=accept_all code=250",
+			suffix:  " catch_all=yes mx=mx.catchall.test tls=",
+			has:     []string{"C: RCPT TO:<bv-", "C: RCPT TO:<anyone@catchall.test>"},
 		},
 		{
 			name:    "null MX",
@@ -207,14 +216,14 @@ func TestProbeCommandTLS(t *testing.T) {
 			has: []string{"C: STARTTLS", "S: 220 2.0.0 Ready to start TLS", "* TLS handshake done: TLS 1.3 ",
 				"C: RCPT TO:<alice@tls.test>"},
 			hasNot: []string{"C: DATA"},
-		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 2}},
 		{probeCase: probeCase{
 			name:    "require, undeliverable over TLS",
 			args:    []string{"--tls", "require", "zack@tls.test"},
 			code:    exitOK,
 			verdict: "address=zack@tls.test status=undeliverable reason=mailbox_unknown code=550 enhanced=5.1.1",
 			suffix:  " mx=mx.tls.test tls=yes",
-		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 2}},
 		{probeCase: probeCase{
 			name:    "off",
 			args:    []string{"alice@tls.test", "--tls=off", "--transcript"},
@@ -222,14 +231,14 @@ func TestProbeCommandTLS(t *testing.T) {
 			verdict: "address=alice@tls.test status=deliverable",
 			suffix:  " mx=mx.tls.test tls=no",
 			hasNot:  []string{"C: STARTTLS"},
-		}, tls: counted{conns: 1, rcpts: 1}},
+		}, tls: counted{conns: 1, rcpts: 2}},
 		{probeCase: probeCase{
 			name:    "opportunistic, not offered",
 			args:    []string{"alice@plain.test"},
 			code:    exitOK,
 			verdict: "address=alice@plain.test status=deliverable",
 			suffix:  " mx=mx.plain.test tls=no",
-		}, plain: counted{conns: 1, rcpts: 1}},
+		}, plain: counted{conns: 1, rcpts: 2}},
 		{probeCase: probeCase{
 			name:    "require, not offered",
 			args:    []string{"alice@plain.test", "--tls", "require", "--transcript"},
@@ -246,8 +255,10 @@ func TestProbeCommandTLS(t *testing.T) {
 			verdict: "address=alice@mixed.test status=deliverable",
 			suffix:  " mx=mx.tls.test tls=yes",
 			has:     []string{"* connecting to mx.plain.test [127.0.0.2:", "* connecting to mx.tls.test [127.0.0.1:"},
-		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 1}, plain: counted{conns: 1}},
+		}, tls: counted{conns: 1, starttls: 1, handshakes: 1, rcpts: 2}, plain: counted{conns: 1}},
 	}
+	// rcpts counts the address and the domain's catch-all check, which probe
+	// asks as verify does.
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// A world per case, so that its counters are this case's alone.

@@ -51,6 +51,7 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.IntVar(&over.Limits.RcptPerConnection, "rcpt-per-connection", over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
 	fs.Float64Var(&over.Limits.RcptPerSecondPerMX, "rcpt-rate", over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
 	fs.DurationVar(&over.Retry.MaxWait, "max-wait", over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
+	fs.BoolVar(&over.Output.FormulaSafe, "formula-safe", over.Output.FormulaSafe, "escape every CSV cell a spreadsheet would run as a formula, input columns and addresses included")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", usageLine)
 		fs.PrintDefaults()
@@ -104,7 +105,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return job{
 			input: input.Options{Column: cfg.Input.Column},
 			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
-				out, err := openSink[output.Result](rf, src.Header(), stdout, pcfg.TempDir)
+				out, err := openSink[output.Result](rf, src.Header(), stdout, pcfg.TempDir, csvOptions(cfg))
 				if err != nil {
 					return sum, err
 				}
@@ -228,6 +229,8 @@ func pipelineConfig(cfg configs.Config) pipeline.Config {
 		RetryRounds:           cfg.Retry.Rounds,
 		MaxWait:               cfg.Retry.MaxWait,
 		NoCatchAllCheck:       !cfg.SMTP.CatchAllCheck,
+		NoPositiveControl:     !cfg.SMTP.PositiveControl,
+		ControlThreshold:      cfg.SMTP.ControlMin,
 		MemoryRows:            cfg.Limits.MemoryRows,
 		TempDir:               cfg.Limits.TempDir,
 	}
@@ -256,34 +259,37 @@ type sinkFile[T output.Row[T]] struct {
 // openSink opens the output for rows of T: stdout, a new file, or with
 // --resume the existing file after recovering its complete rows; with
 // --keep-order, behind a writer that restores input order.
-func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer, tempDir string) (*sinkFile[T], error) {
+func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer, tempDir string, csvOpts []output.CSVOption) (*sinkFile[T], error) {
 	out := &sinkFile[T]{done: &output.Done{}, sync: func() error { return nil }, close: func() error { return nil }}
 	var w io.Writer = stdout
 	fresh := true
 	switch {
 	case rf.output == "-":
 	case rf.resume:
-		f, done, isFresh, err := output.Recover(rf.output, rf.format, output.CSVHeader[T](header))
+		if st, err := os.Stat(rf.output); err == nil && !st.Mode().IsRegular() {
+			return nil, usageError{fmt.Errorf("--resume needs a regular file to continue; %s is not one", rf.output)}
+		}
+		f, done, isFresh, err := output.Recover(rf.output, rf.format, output.CSVHeader[T](header, csvOpts...))
 		if err != nil {
 			return nil, err
 		}
 		w, out.done, fresh = f, done, isFresh
-		out.sync, out.close = f.Sync, f.Close
+		out.sync, out.close = syncer(f), f.Close
 	default:
 		f, err := os.Create(rf.output)
 		if err != nil {
 			return nil, usageError{err}
 		}
-		w, out.sync, out.close = f, f.Sync, f.Close
+		w, out.sync, out.close = f, syncer(f), f.Close
 	}
 	var err error
 	switch {
 	case rf.format == "jsonl":
 		out.sink, err = output.NewJSONLOf[T](w, header)
 	case fresh:
-		out.sink, err = output.NewCSVOf[T](w, header)
+		out.sink, err = output.NewCSVOf[T](w, header, csvOpts...)
 	default:
-		out.sink, err = output.AppendCSVOf[T](w, header)
+		out.sink, err = output.AppendCSVOf[T](w, header, csvOpts...)
 	}
 	if err == nil && rf.keepOrder {
 		var ordered *output.Ordered[T]
@@ -302,6 +308,25 @@ func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer, 
 		return nil, fmt.Errorf("writing %s: %w", rf.output, err)
 	}
 	return out, nil
+}
+
+// csvOptions are the CSV writer options cfg asks for.
+func csvOptions(cfg configs.Config) []output.CSVOption {
+	if cfg.Output.FormulaSafe {
+		return []output.CSVOption{output.FormulaSafe()}
+	}
+	return nil
+}
+
+// syncer makes f durable at each checkpoint when it is a regular file. A
+// device (/dev/null, /dev/stdout), a pipe or a FIFO (-o >(gzip > out.gz))
+// has nothing to sync to, and fsync fails on them: the rows are still
+// written, and that is all durability can mean there.
+func syncer(f *os.File) func() error {
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return func() error { return nil }
+	}
+	return f.Sync
 }
 
 func writeSummary(path string, s pipeline.Summary) error {
