@@ -62,6 +62,11 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 func (s *session) Data(r io.Reader) error { _, _ = io.Copy(io.Discard, r); return errNoData }
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if b := s.b.host.block; b != nil && b.atRcpt {
+		if r, refused := b.refuses(s.ip); refused {
+			return replyError(r)
+		}
+	}
 	return s.b.rcpt(greyKey{ip: s.ip, from: s.from}, to)
 }
 
