@@ -177,6 +177,19 @@ func parseProxy(raw string, lookup func(string) (string, bool)) (hostport string
 	return hostport, &proxy.Auth{User: user, Password: pass}, nil
 }
 
+// CheckProxy reports whether raw is a usable proxy URL, for config
+// validation: ${NAME} references are accepted without being read.
+func CheckProxy(raw string) error {
+	_, _, err := parseProxy(raw, func(string) (string, bool) { return "set", true })
+	return err
+}
+
+// CheckSourceIP reports whether s can be a source address.
+func CheckSourceIP(s string) error {
+	_, err := parseSource(s)
+	return err
+}
+
 // redact masks the password of a proxy URL for messages.
 func redact(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
