@@ -61,7 +61,7 @@ type socksOptions struct {
 	deny  bool              // refuse every CONNECT by rule (reply 2)
 }
 
-func startSOCKS(t *testing.T, o socksOptions) *socksServer {
+func startSOCKS(t testing.TB, o socksOptions) *socksServer {
 	t.Helper()
 	if o.out == "" {
 		o.out = "127.0.0.1"
@@ -137,7 +137,7 @@ func (denyAll) Allow(ctx context.Context, _ *socks5.Request) (context.Context, b
 
 // rawServer accepts connections and hands each to serve, for proxies that
 // misbehave in ways a real one does not.
-func rawServer(t *testing.T, serve func(net.Conn)) string {
+func rawServer(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -179,7 +179,7 @@ func mailWorld() mailsim.World {
 	}
 }
 
-func startSim(t *testing.T, w mailsim.World) *mailsim.Sim {
+func startSim(t testing.TB, w mailsim.World) *mailsim.Sim {
 	t.Helper()
 	s, err := mailsim.Start(t.Context(), w, mailsim.Options{})
 	if err != nil {
@@ -216,7 +216,7 @@ func newResolver(t *testing.T, s *mailsim.Sim) *resolve.Resolver {
 }
 
 // session opens an SMTP session through e to addr and quits it.
-func session(t *testing.T, e *Egress, addr string) (*probe.Session, error) {
+func session(t testing.TB, e *Egress, addr string) (*probe.Session, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
