@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkverify/bulkverify/egress"
 )
 
 //go:embed bulkverify.yaml
@@ -24,6 +28,7 @@ type Config struct {
 	DNS    DNS    `yaml:"dns"`
 	Input  Input  `yaml:"input"`
 	Output Output `yaml:"output"`
+	Egress Egress `yaml:"egress"`
 }
 
 // SMTP holds the settings of the probing SMTP client.
@@ -79,6 +84,30 @@ type Output struct {
 // Input holds the settings of the CSV reader.
 type Input struct {
 	Column string `yaml:"column"`
+}
+
+// Egress holds where connections leave from (source addresses, SOCKS5
+// proxies), the preflights and circuit breakers of a run, and what
+// `bulkverify doctor` checks.
+type Egress struct {
+	SourceIPs            []string          `yaml:"source_ips"`
+	Proxies              []string          `yaml:"proxies"`
+	FailureThreshold     int               `yaml:"failure_threshold"`
+	CoolDown             time.Duration     `yaml:"cool_down"`
+	MaxCoolDown          time.Duration     `yaml:"max_cool_down"`
+	Preflight            bool              `yaml:"preflight"`
+	PreflightTimeout     time.Duration     `yaml:"preflight_timeout"`
+	CanaryDomains        []string          `yaml:"canary_domains"`
+	DNSCanaryDomains     []string          `yaml:"dns_canary_domains"`
+	BreakerMinHosts      int               `yaml:"breaker_min_hosts"`
+	BreakerHostShare     float64           `yaml:"breaker_host_failure_share"`
+	BreakerMinDomains    int               `yaml:"breaker_min_domains"`
+	BreakerNXDomainShare float64           `yaml:"breaker_nxdomain_share"`
+	BreakerWindow        int               `yaml:"breaker_window"`
+	PublicAddresses      map[string]string `yaml:"public_addresses"`
+	PublicAddressNames   []string          `yaml:"public_address_names"`
+	DNSBLZones           []string          `yaml:"dnsbl_zones"`
+	SpamhausDQSKey       string            `yaml:"spamhaus_dqs_key"`
 }
 
 // DefaultYAML returns the documented default configuration file.
@@ -143,6 +172,13 @@ func (c Config) Validate() error {
 		{"dns.workers", int64(c.DNS.Workers)},
 		{"limits.memory_rows", int64(c.Limits.MemoryRows)},
 		{"smtp.positive_control_min", int64(c.SMTP.ControlMin)},
+		{"egress.failure_threshold", int64(c.Egress.FailureThreshold)},
+		{"egress.cool_down", int64(c.Egress.CoolDown)},
+		{"egress.max_cool_down", int64(c.Egress.MaxCoolDown)},
+		{"egress.preflight_timeout", int64(c.Egress.PreflightTimeout)},
+		{"egress.breaker_min_hosts", int64(c.Egress.BreakerMinHosts)},
+		{"egress.breaker_min_domains", int64(c.Egress.BreakerMinDomains)},
+		{"egress.breaker_window", int64(c.Egress.BreakerWindow)},
 	}
 	for _, p := range positive {
 		if p.value <= 0 {
@@ -172,6 +208,60 @@ func (c Config) Validate() error {
 	case "opportunistic", "require", "off":
 	default:
 		return fmt.Errorf("smtp.tls is %q; want opportunistic, require or off", c.SMTP.TLS)
+	}
+	return c.Egress.validate()
+}
+
+// validate checks the egress section without touching the network, and
+// without reading the environment variables proxy URLs may refer to.
+func (e Egress) validate() error {
+	if e.MaxCoolDown < e.CoolDown {
+		return fmt.Errorf("egress.max_cool_down %v is shorter than egress.cool_down %v", e.MaxCoolDown, e.CoolDown)
+	}
+	for _, share := range []struct {
+		name  string
+		value float64
+	}{
+		{"egress.breaker_host_failure_share", e.BreakerHostShare},
+		{"egress.breaker_nxdomain_share", e.BreakerNXDomainShare},
+	} {
+		if share.value <= 0 || share.value > 1 {
+			return fmt.Errorf("%s %v is not a share between 0 (excluded) and 1", share.name, share.value)
+		}
+	}
+	for _, s := range e.SourceIPs {
+		if err := egress.CheckSourceIP(s); err != nil {
+			return fmt.Errorf("egress.source_ips: %w", err)
+		}
+	}
+	for _, p := range e.Proxies {
+		if err := egress.CheckProxy(p); err != nil {
+			return fmt.Errorf("egress.proxies: %w", err)
+		}
+	}
+	for name, a := range e.PublicAddresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return fmt.Errorf("egress.public_addresses: %q for %s is not an IP address", a, name)
+		}
+	}
+	for _, n := range e.PublicAddressNames {
+		if _, _, _, err := egress.ParseAddressName(n); err != nil {
+			return fmt.Errorf("egress.public_address_names: %w", err)
+		}
+	}
+	for _, list := range []struct {
+		name  string
+		items []string
+	}{
+		{"egress.canary_domains", e.CanaryDomains},
+		{"egress.dns_canary_domains", e.DNSCanaryDomains},
+		{"egress.dnsbl_zones", e.DNSBLZones},
+	} {
+		for _, d := range list.items {
+			if d == "" || strings.ContainsAny(d, " \t/@") {
+				return fmt.Errorf("%s: %q is not a domain name", list.name, d)
+			}
+		}
 	}
 	return nil
 }

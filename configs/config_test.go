@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkverify/bulkverify/egress"
 )
 
 // Every option must be spelled out in the default file, so that the file is
@@ -44,7 +46,8 @@ func TestEveryOptionIsCommented(t *testing.T) {
 	lines := strings.Split(string(defaultYAML), "\n")
 	for i, line := range lines {
 		trimmed := strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "  ") || strings.HasPrefix(trimmed, "#") || trimmed == "" {
+		// Deeper lines (list items) belong to the option above them.
+		if !strings.HasPrefix(line, "  ") || strings.HasPrefix(line, "    ") || strings.HasPrefix(trimmed, "#") || trimmed == "" {
 			continue
 		}
 		if i == 0 || !strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#") {
@@ -104,5 +107,62 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Error("missing file: no error")
+	}
+}
+
+// The documented defaults of the egress section are the egress package's.
+func TestEgressDefaults(t *testing.T) {
+	e := Default().Egress
+	if !reflect.DeepEqual(e.CanaryDomains, egress.DefaultCanaryDomains()) ||
+		!reflect.DeepEqual(e.DNSCanaryDomains, egress.DefaultCanaryDomains()) ||
+		!reflect.DeepEqual(e.PublicAddressNames, egress.DefaultAddressNames()) ||
+		!reflect.DeepEqual(e.DNSBLZones, egress.DefaultDNSBLZones()) {
+		t.Errorf("egress defaults differ from the egress package's: %+v", e)
+	}
+	if !e.Preflight || len(e.Proxies) != 0 || len(e.SourceIPs) != 0 || e.FailureThreshold != 3 {
+		t.Errorf("egress defaults: %+v", e)
+	}
+}
+
+func TestEgressValidation(t *testing.T) {
+	tests := []struct {
+		file    string
+		wantErr string
+	}{
+		{"egress:\n  proxies: [\"socks5://u:${PASS}@proxy.example:1080\"]\n  source_ips: [203.0.113.5]\n", ""},
+		{"egress:\n  proxies: [\"http://proxy.example:8080\"]\n", "egress.proxies"},
+		{"egress:\n  proxies: [\"socks5://u:hunter2@proxy.example\"]\n", "egress.proxies"},
+		{"egress:\n  source_ips: [eth0]\n", "egress.source_ips"},
+		{"egress:\n  breaker_host_failure_share: 1.5\n", "egress.breaker_host_failure_share"},
+		{"egress:\n  cool_down: 5m\n  max_cool_down: 1m\n", "egress.max_cool_down"},
+		{"egress:\n  public_addresses: {direct: nowhere}\n", "egress.public_addresses"},
+		{"egress:\n  public_address_names: [\"MX example.org\"]\n", "egress.public_address_names"},
+		{"egress:\n  dnsbl_zones: [\"\"]\n", "egress.dnsbl_zones"},
+		{"egress:\n  failure_threshold: 0\n", "egress.failure_threshold"},
+	}
+	for _, tc := range tests {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", tc.file, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: err = %v, want %q", tc.file, err, tc.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	// A list in a file replaces the default list; it is not appended to.
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("egress:\n  canary_domains: [example.org]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil || !reflect.DeepEqual(c.Egress.CanaryDomains, []string{"example.org"}) {
+		t.Errorf("canary_domains = %v, %v", c.Egress.CanaryDomains, err)
 	}
 }

@@ -1,10 +1,13 @@
 package mailsim
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,16 +40,33 @@ type hostState struct {
 	turns       atomic.Int64
 	tlsSessions atomic.Int64
 
-	mu    sync.Mutex
-	cmds  map[string]int
-	times map[string][]time.Time
+	mu      sync.Mutex
+	cmds    map[string]int
+	times   map[string][]time.Time
+	clients map[netip.Addr]int // connections by client address
 
 	// open and maxOpen are guarded by the Sim's conc.mu.
 	open, maxOpen int
 }
 
 func newHostState(name string) *hostState {
-	return &hostState{name: name, cmds: make(map[string]int), times: make(map[string][]time.Time)}
+	return &hostState{name: name, cmds: make(map[string]int), times: make(map[string][]time.Time),
+		clients: make(map[netip.Addr]int)}
+}
+
+// maxClients bounds the distinct client addresses counted per host.
+const maxClients = 4096
+
+func (h *hostState) countClient(remote net.Addr) {
+	ap, err := netip.ParseAddrPort(remote.String())
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if a := ap.Addr().Unmap(); h.clients[a] > 0 || len(h.clients) < maxClients {
+		h.clients[a]++
+	}
 }
 
 func (h *hostState) countVerb(verb string, at time.Time) {
@@ -146,6 +166,7 @@ func (l *trackingListener) acceptTransport() (transport, error) {
 	l.conns[hc] = struct{}{}
 	l.mu.Unlock()
 	l.host.conns.Add(1)
+	l.host.countClient(c.RemoteAddr())
 	l.env.conc.opened(l.host)
 	if l.env.rtt <= 0 {
 		return hc, nil
@@ -198,6 +219,16 @@ func (l smtpListener) Accept() (net.Conn, error) {
 			_, _ = io.WriteString(t, "421 4.7.0 too many connections from you\r\n")
 			_ = t.Close()
 			continue
+		}
+		if b := l.host.block; b != nil && !b.atRcpt {
+			if r, refused := b.refuses(clientIP(t.RemoteAddr())); refused {
+				l.env.wg.Add(1)
+				go func() {
+					defer l.env.wg.Done()
+					refuseSession(t, r)
+				}()
+				continue
+			}
 		}
 		return newSMTPConn(t, l.host, l.trackingListener.host, l.tlsConf, l.env.closing), nil
 	}
@@ -466,5 +497,41 @@ func (c *delayConn) end(err error, reset bool) {
 		_ = c.raw.reset()
 	} else {
 		_ = c.raw.Close()
+	}
+}
+
+// clientIP is the address part of a remote address, "" if it has none.
+func clientIP(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().Unmap().String()
+}
+
+// refuseSession greets a blocked client with the refusal and, as RFC 5321
+// §3.1 asks of a server that opens with 554, answers every command but QUIT
+// with 503 until the client quits, goes idle or sends too much.
+func refuseSession(t transport, r Reply) {
+	defer t.Close()
+	if hostileWrite(t, []byte(r.line()+"\r\n")) != nil {
+		return
+	}
+	br := bufio.NewReaderSize(t, maxCmdLine)
+	for range 100 {
+		_ = t.SetReadDeadline(time.Now().Add(smtpTimeout))
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return
+		}
+		verb, _, _ := strings.Cut(strings.TrimSpace(string(line)), " ")
+		if strings.EqualFold(verb, "QUIT") {
+			t.sessionOver()
+			_ = hostileWrite(t, []byte("221 2.0.0 Bye\r\n"))
+			return
+		}
+		if hostileWrite(t, []byte("503 5.5.1 Bad sequence of commands\r\n")) != nil {
+			return
+		}
 	}
 }

@@ -2,6 +2,7 @@ package mailsim
 
 import (
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ const ednsSize = 1232
 // newZone; handlers copy records before answering because packing a record
 // writes its Rdlength.
 type zone struct {
+	extra    *extraRecords                  // answers that depend on the client
 	rrs      map[string]map[uint16][]dns.RR // lower-case fqdn -> type -> records
 	exists   map[string]bool                // every owner name and its ancestors (empty non-terminals)
 	apexes   map[string]bool                // fqdn of every world domain
@@ -30,6 +32,7 @@ type zone struct {
 
 func newZone(m *model) *zone {
 	z := &zone{
+		extra:  &m.records,
 		rrs:    make(map[string]map[uint16][]dns.RR),
 		exists: make(map[string]bool),
 		apexes: make(map[string]bool),
@@ -79,6 +82,9 @@ func newZone(m *model) *zone {
 		for _, mx := range mxs {
 			add(&dns.MX{Hdr: hdr(fqdn, dns.TypeMX, d.ttl), Preference: mx.Preference, Mx: dns.Fqdn(mx.Host)})
 		}
+		for _, txt := range d.txt {
+			add(&dns.TXT{Hdr: hdr(fqdn, dns.TypeTXT, d.ttl), Txt: splitTXT(txt)})
+		}
 		for _, a := range d.addrs {
 			if a.Is4() {
 				add(&dns.A{Hdr: hdr(fqdn, dns.TypeA, d.ttl), A: net.IP(a.AsSlice())})
@@ -90,6 +96,11 @@ func newZone(m *model) *zone {
 	for _, h := range m.hosts {
 		fqdn := dns.Fqdn(h.name)
 		add(&dns.A{Hdr: hdr(fqdn, dns.TypeA, ttlFor(m, h.name)), A: net.IP(h.ip.AsSlice())})
+	}
+	m.records.addTo(add)
+	for _, apex := range m.records.apexes() {
+		z.apexes[apex] = true
+		z.exists[apex] = true
 	}
 	for name := range z.rrs {
 		for n := name; ; {
@@ -199,6 +210,7 @@ func dnsHandler(z *zone, c *dnsCounter, rtt time.Duration, stop <-chan struct{})
 			resp.Rcode = dns.RcodeRefused
 		case z.isServFail(name):
 			resp.Rcode = dns.RcodeServerFailure
+		case z.answerDynamic(resp, name, q, w.RemoteAddr()):
 		default:
 			resp.Authoritative = true
 			if !z.exists[name] {
@@ -244,4 +256,37 @@ func dnsHandler(z *zone, c *dnsCounter, rtt time.Duration, stop <-chan struct{})
 		}
 		_ = w.WriteMsg(resp)
 	}
+}
+
+// answerDynamic fills resp for a name whose answer depends on who asks (see
+// extraRecords.dynamic) and reports whether it did.
+func (z *zone) answerDynamic(resp *dns.Msg, name string, q dns.Question, from net.Addr) bool {
+	var client netip.Addr
+	if ap, err := netip.ParseAddrPort(from.String()); err == nil {
+		client = ap.Addr().Unmap()
+	}
+	answer, ok := z.extra.dynamic(name, q.Qtype, client)
+	if !ok {
+		return false
+	}
+	resp.Authoritative = true
+	for _, rr := range answer {
+		rr.Header().Name = q.Name // echo the query's case (0x20)
+	}
+	resp.Answer = answer
+	if len(answer) == 0 {
+		resp.Ns = []dns.RR{z.soaFor(name)}
+	}
+	return true
+}
+
+// splitTXT cuts a TXT text into the 255-byte character-strings a record is
+// made of (RFC 1035 §3.3.14); readers join them again (RFC 7208 §3.3).
+func splitTXT(s string) []string {
+	var out []string
+	for len(s) > 255 {
+		out = append(out, s[:255])
+		s = s[255:]
+	}
+	return append(out, s)
 }

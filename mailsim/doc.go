@@ -25,7 +25,17 @@
 // needs more bytes from the client, so the replies to a pipelined group
 // leave in one write (a host with a RcptDelay writes each one at once). Hostile hosts (Host.Hostile) are not SMTP servers at
 // all: silent, resetting, endless, huge or never-ending replies, for testing a
-// client's bounds and timeouts. Options.RTT adds network latency to every
+// client's bounds and timeouts. A host can also refuse chosen client
+// addresses (Host.BlockClients) at the greeting or at RCPT, with a DNSBL-style
+// reply, as servers do to blocklisted senders.
+//
+// For the egress checks (bulkverify doctor) the DNS server also publishes
+// reverse DNS (World.PTR), TXT records such as SPF policies (Domain.TXT),
+// DNS blocklist zones that list chosen addresses or refuse every query the
+// way Spamhaus refuses public resolvers (World.DNSBLs), and a "my address"
+// name that answers each client with its own address (World.MyAddressName).
+//
+// Options.RTT adds network latency to every
 // SMTP reply and DNS answer without serialising pipelined replies, for
 // benchmarks.
 //
@@ -38,7 +48,8 @@
 //
 // The Sim also counts what its clients did — DNS queries per name and type;
 // SMTP connections, commands and their arrival times, client turns, TLS
-// handshakes and peak concurrent connections per host — so tests can prove
+// handshakes, peak concurrent connections, and connections per client
+// address (ConnectionsFrom) per host — so tests can prove
 // properties such as "one connection carried many RCPT commands", "the MX
 // was looked up once", "pipelining cut the round trips", "no more than two
 // connections per MX" or "DATA was never sent".

@@ -40,6 +40,16 @@ import "time"
 //	20 not-an-address         invalid / syntax               no DNS, no SMTP
 //	21 dave@acme.test         deliverable                    250
 //
+// For `bulkverify doctor --sandbox` the world also publishes what the
+// egress checks ask (a client on this machine sends from 127.0.0.1):
+//
+//	myaddr.mailsim.test      A/TXT: the asking client's own address
+//	1.0.0.127.in-addr.arpa   PTR sandbox.bulkverify.test, whose A is 127.0.0.1 (forward-confirmed)
+//	bulkverify.test          MX mx.mailhost.test, SPF "v=spf1 ip4:127.0.0.1 -all" (a MAIL FROM domain)
+//	bl.mailsim.test          a DNSBL listing 127.0.0.1 (127.0.0.2), to show a listing
+//	zen.mailsim.test         a DNSBL that refuses every query (127.255.255.254), as Spamhaus does
+//	                         through public resolvers: "could not check"
+//
 // null_mx and nxdomain are "invalid" after DESIGN.md's "invalid (syntax, no
 // mail domain)"; a classifier that prefers "undeliverable" for them only has
 // to change those two expectations. Every probed domain except
@@ -88,7 +98,21 @@ func Example() World {
 				MX:       []MX{{Preference: 10, Host: "mx.catchall.test"}},
 				CatchAll: true,
 			},
+			{
+				Name:      "bulkverify.test",
+				MX:        []MX{{Preference: 10, Host: "mx.mailhost.test"}},
+				TXT:       []string{"v=spf1 ip4:127.0.0.1 -all"},
+				Mailboxes: []string{"verify", "abuse", "postmaster"},
+			},
+			{Name: "sandbox.bulkverify.test", A: []string{"127.0.0.1"}},
 		},
+		PTR: map[string]string{"127.0.0.1": "sandbox.bulkverify.test"},
+		DNSBLs: []DNSBL{
+			{Zone: "bl.mailsim.test", Listed: map[string]string{"127.0.0.1": "127.0.0.2"},
+				Reason: "127.0.0.1 is listed in the sandbox to show what a listing looks like"},
+			{Zone: "zen.mailsim.test", Refuse: "127.255.255.254"},
+		},
+		MyAddressName: "myaddr.mailsim.test",
 		Hosts: []Host{
 			{Name: "mx1.acme.test", IP: "127.0.0.11"},
 			{Name: "mx2.acme.test", IP: "127.0.0.12"},

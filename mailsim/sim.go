@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -279,6 +280,20 @@ func (s *Sim) Connections(host string) int {
 		return int(h.conns.Load())
 	}
 	return 0
+}
+
+// ConnectionsFrom is the number of SMTP connections the named host has
+// accepted from the client address ip ("127.0.0.5"), so tests can tell which
+// source address or proxy a session came from.
+func (s *Sim) ConnectionsFrom(host, ip string) int {
+	h := s.hosts[normName(host)]
+	a, err := netip.ParseAddr(ip)
+	if h == nil || err != nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.clients[a.Unmap()]
 }
 
 // TotalConnections is the number of SMTP connections accepted by all hosts.

@@ -68,6 +68,11 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 func (s *session) Data(r io.Reader) error { _, _ = io.Copy(io.Discard, r); return errNoData }
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	h := s.b.host
+	if b := h.block; b != nil && b.atRcpt {
+		if r, refused := b.refuses(s.ip); refused {
+			return replyError(r)
+		}
+	}
 	if h.limitReply != nil && h.maxRecipients > 0 && s.accepted >= h.maxRecipients {
 		return replyError(*h.limitReply)
 	}

@@ -16,6 +16,33 @@ import (
 type World struct {
 	Domains []Domain
 	Hosts   []Host
+
+	// PTR publishes reverse DNS: address (127.0.0.x or ::1) -> host name,
+	// answered under in-addr.arpa / ip6.arpa as a PTR record.
+	PTR map[string]string
+	// DNSBLs are DNS blocklist zones answered the standard way (RFC 5782):
+	// the A record of the reversed octets under the zone.
+	DNSBLs []DNSBL
+	// MyAddressName, when set, is a name whose A (or AAAA) and TXT records
+	// answer every query with the address the query came from, as
+	// o-o.myaddr.l.google.com (TXT) and whoami.akamai.net (A) do; a client
+	// learns its own address through it.
+	MyAddressName string
+}
+
+// DNSBL is one simulated DNS blocklist zone.
+type DNSBL struct {
+	Zone string // e.g. "bl.mailsim.test"
+	// Listed maps a listed address (IPv4) to the A answer that says why, a
+	// 127.0.0.x code such as "127.0.0.2"; Reason, when set, is published as
+	// the TXT record of every listed entry.
+	Listed map[string]string
+	Reason string
+	// Refuse, when set, answers every A query under the zone with this
+	// address, the way Spamhaus answers 127.255.255.254 to queries through
+	// public resolvers: the list could not be checked, which is neither
+	// listed nor clean. Listed is ignored then.
+	Refuse string
 }
 
 // Domain is a mail domain: the DNS records published for its name and the
@@ -27,6 +54,7 @@ type Domain struct {
 	NullMX    bool             // publish the RFC 7505 null MX "0 ."
 	A         []string         // A/AAAA addresses of the domain name itself (implicit MX when MX is empty)
 	ServFail  bool             // the DNS server answers SERVFAIL for every query about this domain
+	TXT       []string         // TXT records of the domain name, e.g. an SPF policy "v=spf1 ip4:127.0.0.1 -all"
 	Mailboxes []string         // local parts that exist (matched case-insensitively)
 	CatchAll  bool             // every local part is accepted
 	Replies   map[string]Reply // local part (lower-case) -> a special RCPT reply, e.g. mailbox full
@@ -118,6 +146,19 @@ type Host struct {
 	// Hostile, when set, serves the host with a broken peer instead of an
 	// SMTP server, for testing a client's bounds and timeouts.
 	Hostile Hostility
+
+	// BlockClients lists client addresses (127.0.0.x) this host refuses,
+	// as a server consulting a DNSBL does: with BlockReply, as its greeting
+	// (then it answers every command but QUIT "503 5.5.1" until the client
+	// quits, RFC 5321 §3.1), or, with BlockAtRcpt, to every RCPT TO.
+	BlockClients []string
+	// BlockReply is the refusal; "{ip}" in its message is replaced by the
+	// client's address. The zero value is "554 5.7.1 Service unavailable;
+	// Client host [{ip}] blocked using zen.spamhaus.org".
+	BlockReply Reply
+	// BlockAtRcpt refuses at RCPT TO instead of at the greeting, as
+	// Postfix does by default (smtpd_delay_reject).
+	BlockAtRcpt bool
 }
 
 // Hostility is the misbehaviour of a hostile host.
@@ -162,6 +203,7 @@ const defaultTTL = 300
 // model is the validated, normalized form of a World that the servers use.
 // It is built once by Start and only read afterwards.
 type model struct {
+	records extraRecords            // reverse DNS, DNSBLs, the "my address" name
 	domains map[string]*domainModel // lower-case name without trailing dot
 	hosts   []*hostModel            // in World order
 	// addrs holds every address published under a name (hosts and Domain.A),
@@ -182,6 +224,7 @@ type domainModel struct {
 	greylist  time.Duration
 	noPost    bool
 	unknown   *Reply
+	txt       []string
 }
 
 type hostModel struct {
@@ -202,6 +245,7 @@ type hostModel struct {
 	refuseAllAfter  int
 	extraReplyTo    string
 	hostile         Hostility
+	block           *clientBlock // nil: no client is refused
 	// serves are the domains whose mail (by MX or implicit MX) reaches this
 	// host's address; RCPT for any other domain is a relay attempt.
 	serves map[string]bool
@@ -298,6 +342,9 @@ func buildModel(w World) (*model, error) {
 			hostile:         h.Hostile,
 			serves:          make(map[string]bool),
 		})
+		if err := m.hosts[len(m.hosts)-1].setBlock(h); err != nil {
+			return nil, err
+		}
 		addAddr(name, ip)
 	}
 
@@ -326,6 +373,7 @@ func buildModel(w World) (*model, error) {
 			greylist:  d.Greylist,
 			noPost:    d.NoPostmaster,
 			unknown:   d.UnknownReply,
+			txt:       d.TXT,
 		}
 		if dm.ttl == 0 {
 			dm.ttl = defaultTTL
@@ -376,6 +424,10 @@ func buildModel(w World) (*model, error) {
 			dm.replies[strings.ToLower(strings.TrimSpace(local))] = r
 		}
 		m.domains[name] = dm
+	}
+
+	if err := m.records.build(w); err != nil {
+		return nil, err
 	}
 
 	hostByIP := make(map[netip.Addr]*hostModel, len(m.hosts))

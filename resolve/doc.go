@@ -3,6 +3,8 @@
 // of RFC 7505), resolving exchanger host names to addresses, and telling
 // permanent answers (NXDOMAIN, no mail host) apart from temporary failures
 // (SERVFAIL, REFUSED, timeouts) so callers can retry only what may succeed.
+// For the checks of the egress package it also answers TXT, PTR, A-only and
+// raw MX lookups (records.go), with the same distinctions and the same cache.
 //
 // Queries go straight to the configured recursive resolvers with
 // github.com/miekg/dns (UDP with EDNS0, TCP when truncated), because the Go

@@ -31,6 +31,8 @@ type answer struct {
 	mx     []MX // sorted, deduplicated, null MX targets removed
 	nullMX bool // a "." target was present
 	addrs  []netip.Addr
+	texts  []string      // TXT: each record's strings joined
+	names  []string      // PTR targets: lower-case, no trailing dot
 	ttl    time.Duration // how long the answer may be cached
 }
 
@@ -230,6 +232,16 @@ func (r *Resolver) parse(resp *dns.Msg, fqdn string, qtype uint16) *answer {
 			} else {
 				continue
 			}
+		case *dns.TXT:
+			// RFC 7208 §3.3: the strings of one record are one text,
+			// concatenated without spaces.
+			a.texts = append(a.texts, strings.Join(v.Txt, ""))
+		case *dns.PTR:
+			name := strings.ToLower(strings.TrimSuffix(v.Ptr, "."))
+			if name == "" {
+				continue
+			}
+			a.names = append(a.names, name)
 		default:
 			continue
 		}
@@ -245,6 +257,8 @@ func (r *Resolver) parse(resp *dns.Msg, fqdn string, qtype uint16) *answer {
 	})
 	a.mx = dedupHosts(a.mx)
 	a.addrs = dedupAddrs(a.addrs)
+	slices.Sort(a.names)
+	a.names = slices.Compact(a.names)
 
 	ttl := time.Duration(minTTL) * time.Second
 	a.ttl = min(max(ttl, r.minTTL), r.maxTTL)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/bulkverify/bulkverify/configs"
+	"github.com/bulkverify/bulkverify/egress"
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
@@ -18,9 +20,10 @@ import (
 // the config file, the sandbox and the SMTP/DNS settings. Flags the user set
 // override the config file; the rest leave it alone.
 type sharedFlags struct {
-	configPath string
-	sandbox    bool
-	over       configs.Config // flag values; copied into the config only when set
+	configPath  string
+	sandbox     bool
+	noPreflight bool
+	over        configs.Config // flag values; copied into the config only when set
 }
 
 func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
@@ -35,8 +38,21 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	fs.DurationVar(&over.SMTP.ConnectTimeout, "connect-timeout", over.SMTP.ConnectTimeout, "TCP connect timeout")
 	fs.DurationVar(&over.SMTP.CommandTimeout, "timeout", over.SMTP.CommandTimeout, "time allowed for each SMTP reply")
 	fs.StringVar(&over.SMTP.TLS, "tls", over.SMTP.TLS, "STARTTLS: opportunistic, require or off")
+	fs.Var((*listFlag)(&over.Egress.Proxies), "proxy", "send through the SOCKS5 proxy `socks5://[user:password@]host:port` (repeatable; replaces egress.proxies; ${NAME} reads a secret from the environment)")
+	fs.Var((*listFlag)(&over.Egress.SourceIPs), "source-ip", "send from the local `address` (repeatable, connections rotate; replaces egress.source_ips)")
 	return sf
 }
+
+// addPreflightFlag adds --no-preflight, for the commands that run a list.
+func addPreflightFlag(fs *flag.FlagSet, sf *sharedFlags) {
+	fs.BoolVar(&sf.noPreflight, "no-preflight", false, "skip the DNS and port-25 checks before the list (egress.preflight)")
+}
+
+// listFlag is a repeatable string flag: each use adds one value.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ", ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // config loads the config file and overlays the flags the user set.
 func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
@@ -80,6 +96,12 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
 		case "formula-safe":
 			cfg.Output.FormulaSafe = over.Output.FormulaSafe
+		case "proxy":
+			cfg.Egress.Proxies = over.Egress.Proxies
+		case "source-ip":
+			cfg.Egress.SourceIPs = over.Egress.SourceIPs
+		case "no-preflight":
+			cfg.Egress.Preflight = !sf.noPreflight
 		}
 	})
 	if err := cfg.Validate(); err != nil {
@@ -100,6 +122,7 @@ func (sf *sharedFlags) prepare(ctx context.Context, cfg *configs.Config, stderr 
 		stop = func() { sim.Close() }
 		cfg.DNS.Resolver = sim.DNSAddr()
 		cfg.SMTP.Port = sim.SMTPPort()
+		sandboxEgress(&cfg.Egress)
 		if cfg.SMTP.HeloName == "" {
 			cfg.SMTP.HeloName = "sandbox.bulkverify.test"
 		}
@@ -141,4 +164,35 @@ func probeConfig(cfg configs.Config) probe.Config {
 		GreetingTimeout: cfg.SMTP.GreetingTimeout,
 		CommandTimeout:  cfg.SMTP.CommandTimeout,
 	}
+}
+
+// sandboxEgress points the preflights and doctor at what the sandbox world
+// publishes instead of the internet's providers and blocklists.
+func sandboxEgress(e *configs.Egress) {
+	w := mailsim.Example()
+	e.CanaryDomains = []string{"acme.test", "globex.test", "catchall.test"}
+	e.DNSCanaryDomains = e.CanaryDomains
+	e.PublicAddressNames = []string{"TXT " + w.MyAddressName}
+	e.DNSBLZones = nil
+	for _, bl := range w.DNSBLs {
+		e.DNSBLZones = append(e.DNSBLZones, bl.Zone)
+	}
+	e.SpamhausDQSKey = ""
+}
+
+// newPool builds the egress pool of a run from the config; it touches no
+// network. Proxy secrets written ${NAME} are read from the environment.
+func newPool(cfg configs.Config) (*egress.Pool, error) {
+	p, err := egress.New(egress.Config{
+		SourceIPs:        cfg.Egress.SourceIPs,
+		Proxies:          cfg.Egress.Proxies,
+		FailureThreshold: cfg.Egress.FailureThreshold,
+		CoolDown:         cfg.Egress.CoolDown,
+		MaxCoolDown:      cfg.Egress.MaxCoolDown,
+		LookupEnv:        os.LookupEnv,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return p, nil
 }

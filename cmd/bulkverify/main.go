@@ -47,6 +47,7 @@ Usage:
   bulkverify verify [flags] INPUT.csv     verify the addresses of a CSV file ("-" = stdin)
   bulkverify find [flags] PEOPLE.csv      find the existing address of each person (name + domain)
   bulkverify probe [flags] ADDRESS        ask about one address, optionally showing the SMTP dialogue
+  bulkverify doctor [flags]               check DNS, port 25, address, PTR, blocklists, MAIL FROM and SPF
   bulkverify config                       print the documented default config file
   bulkverify patterns                     print the documented default address patterns of find
   bulkverify help [command]
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runFind(ctx, args[1:], stdin, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(stdout, stderr)
 	case "patterns":
@@ -75,7 +78,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "help", "-h", "--help", "-help":
 		if len(args) > 1 {
 			switch args[1] {
-			case "verify", "find", "probe":
+			case "verify", "find", "probe", "doctor":
 				return run(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
 			}
 		}

@@ -43,6 +43,7 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.BoolVar(&rf.keepOrder, "keep-order", false, "write rows in input order (rows decided early wait in a temporary file)")
 	fs.StringVar(&rf.summary, "summary", "", "also write the summary as JSON to `FILE`")
 	rf.shared = addSharedFlags(fs)
+	addPreflightFlag(fs, rf.shared)
 	over := &rf.shared.over
 	fs.StringVar(&over.Input.Column, "column", over.Input.Column, "name of the input `column` to read (default: detect)")
 	fs.IntVar(&over.Limits.MaxConnections, "max-connections", over.Limits.MaxConnections, "simultaneous SMTP connections in total")
