@@ -78,6 +78,12 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Limits.RcptPerTransaction = over.Limits.RcptPerTransaction
 		case "rcpt-per-connection":
 			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
+		case "disposable-list":
+			cfg.Signals.DisposableFile = over.Signals.DisposableFile
+		case "free-list":
+			cfg.Signals.FreeFile = over.Signals.FreeFile
+		case "role-list":
+			cfg.Signals.RoleFile = over.Signals.RoleFile
 		}
 	})
 	if err := cfg.Validate(); err != nil {
