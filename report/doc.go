@@ -15,7 +15,9 @@
 // come from DNS and from the input file): html/template escapes it in its
 // context, and long ones are clipped.
 //
+// Tally and Latencies help gather the numbers; WriteFile writes the file
+// atomically.
+//
 // What it leaves to others: gathering the numbers (pipeline, probe),
-// choosing the settings to show and keeping secrets out of them (cmd), and
-// writing the file (the caller passes an io.Writer).
+// choosing the settings to show and keeping secrets out of them (cmd).
 package report

@@ -178,3 +178,28 @@ func TestDataJSON(t *testing.T) {
 		t.Error("Data does not survive a JSON round trip")
 	}
 }
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "run.html")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := testData(t)
+	if err := WriteFile(path, d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != render(t, d) {
+		t.Fatalf("file holds %d bytes, err %v; want the rendered report", len(got), err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "run.html"), d); err == nil {
+		t.Error("no error for a missing directory")
+	}
+}
