@@ -96,4 +96,3 @@ func TestSignalsStaleWarning(t *testing.T) {
 		}
 	}
 }
-
