@@ -22,13 +22,14 @@ var defaultYAML []byte
 // Config is every setting bulkverify reads from a config file. The field
 // comments live in bulkverify.yaml, which is the user-facing documentation.
 type Config struct {
-	SMTP   SMTP   `yaml:"smtp"`
-	Limits Limits `yaml:"limits"`
-	Retry  Retry  `yaml:"retry"`
-	DNS    DNS    `yaml:"dns"`
-	Input  Input  `yaml:"input"`
-	Output Output `yaml:"output"`
-	Egress Egress `yaml:"egress"`
+	SMTP    SMTP    `yaml:"smtp"`
+	Limits  Limits  `yaml:"limits"`
+	Retry   Retry   `yaml:"retry"`
+	DNS     DNS     `yaml:"dns"`
+	Input   Input   `yaml:"input"`
+	Output  Output  `yaml:"output"`
+	Egress  Egress  `yaml:"egress"`
+	Signals Signals `yaml:"signals"`
 }
 
 // SMTP holds the settings of the probing SMTP client.
@@ -108,6 +109,20 @@ type Egress struct {
 	PublicAddressNames   []string          `yaml:"public_address_names"`
 	DNSBLZones           []string          `yaml:"dnsbl_zones"`
 	SpamhausDQSKey       string            `yaml:"spamhaus_dqs_key"`
+}
+
+// Signals holds the settings of the offline list-cleaning signals
+// (disposable, free and role lists, typo suggestions). The modes are
+// "extend" or "replace", as the signals package names them.
+type Signals struct {
+	DisposableFile   string        `yaml:"disposable_file"`
+	DisposableMode   string        `yaml:"disposable_mode"`
+	DisposableMaxAge time.Duration `yaml:"disposable_max_age"`
+	FreeFile         string        `yaml:"free_file"`
+	FreeMode         string        `yaml:"free_mode"`
+	RoleFile         string        `yaml:"role_file"`
+	RoleMode         string        `yaml:"role_mode"`
+	Typos            bool          `yaml:"typos"`
 }
 
 // DefaultYAML returns the documented default configuration file.
@@ -198,6 +213,7 @@ func (c Config) Validate() error {
 		{"retry.delay", float64(c.Retry.Delay)},
 		{"retry.rounds", float64(c.Retry.Rounds)},
 		{"retry.max_wait", float64(c.Retry.MaxWait)},
+		{"signals.disposable_max_age", float64(c.Signals.DisposableMaxAge)},
 	}
 	for _, n := range nonNegative {
 		if n.value < 0 {
@@ -208,6 +224,15 @@ func (c Config) Validate() error {
 	case "opportunistic", "require", "off":
 	default:
 		return fmt.Errorf("smtp.tls is %q; want opportunistic, require or off", c.SMTP.TLS)
+	}
+	for _, m := range []struct{ name, value string }{
+		{"signals.disposable_mode", c.Signals.DisposableMode},
+		{"signals.free_mode", c.Signals.FreeMode},
+		{"signals.role_mode", c.Signals.RoleMode},
+	} {
+		if m.value != "extend" && m.value != "replace" {
+			return fmt.Errorf("%s is %q; want extend or replace", m.name, m.value)
+		}
 	}
 	return c.Egress.validate()
 }

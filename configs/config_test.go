@@ -59,7 +59,8 @@ func TestEveryOptionIsCommented(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	c := Default()
 	if c.SMTP.Port != 25 || c.SMTP.CommandTimeout != 30*time.Second || c.Limits.RcptPerTransaction != 50 ||
-		c.Limits.MaxConnectionsPerMX != 2 || c.DNS.Attempts != 3 {
+		c.Limits.MaxConnectionsPerMX != 2 || c.DNS.Attempts != 3 ||
+		c.Signals.DisposableMaxAge != 60*24*time.Hour || !c.Signals.Typos || c.Signals.RoleMode != "extend" {
 		t.Errorf("unexpected defaults: %+v", c)
 	}
 }
@@ -83,6 +84,17 @@ func TestLoad(t *testing.T) {
 		{name: "bad duration", file: "dns:\n  timeout: soon\n", wantErr: "soon"},
 		{name: "zero limit", file: "limits:\n  max_connections: 0\n", wantErr: "limits.max_connections must be positive"},
 		{name: "port out of range", file: "smtp:\n  port: 70000\n", wantErr: "not a TCP port"},
+		{
+			name: "signals",
+			file: "signals:\n  disposable_file: my.txt\n  disposable_mode: replace\n  disposable_max_age: 0s\n  typos: false\n",
+			check: func(c Config) bool {
+				return c.Signals.DisposableFile == "my.txt" && c.Signals.DisposableMode == "replace" &&
+					c.Signals.DisposableMaxAge == 0 && !c.Signals.Typos && c.Signals.FreeMode == "extend"
+			},
+		},
+		{name: "bad list mode", file: "signals:\n  role_mode: merge\n", wantErr: `signals.role_mode is "merge"`},
+		{name: "empty list mode", file: "signals:\n  free_mode: \"\"\n", wantErr: "signals.free_mode"},
+		{name: "negative list age", file: "signals:\n  disposable_max_age: -1h\n", wantErr: "signals.disposable_max_age must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/signals"
 )
 
 // Candidate is one address to probe for a person.
@@ -28,9 +29,19 @@ type Candidate struct {
 //     the first is kept.
 //   - Every address is checked with input.ParseAddress; one that is not
 //     valid (a local part over 64 octets, a bad domain) is dropped.
+//   - A role account on the built-in role list (signals) is dropped: Harry
+//     Ross's "fl" is hr@, Steve Jobs's "last" is jobs@, and such an inbox
+//     accepts mail for a function, not for the person, so it must never be
+//     the answer — nor cost a probe. CandidatesExcept takes the caller's list.
 //
 // The result is nil when nothing is left.
 func Candidates(p Person, domain string, patterns []Pattern, topK int) []Candidate {
+	return CandidatesExcept(p, domain, patterns, topK, signals.Default().IsRole)
+}
+
+// CandidatesExcept is Candidates with the caller's test of a role account,
+// such as (*signals.Set).IsRole of the run's lists; nil drops none.
+func CandidatesExcept(p Person, domain string, patterns []Pattern, topK int, isRole func(local string) bool) []Candidate {
 	plain, ok := foldPerson(p, false)
 	if !ok {
 		return nil
@@ -52,7 +63,7 @@ func Candidates(p Person, domain string, patterns []Pattern, topK int) []Candida
 		}
 		for _, f := range spellings {
 			local, ok := expand(segs, pat.Join, f.first, f.middle, f.last)
-			if !ok {
+			if !ok || isRole != nil && isRole(local) {
 				continue
 			}
 			a, err := input.ParseAddress(local + "@" + domain)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/output"
 )
 
 // c is a Candidate at acme.test.
@@ -113,6 +114,59 @@ func TestCandidates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A role account reaches a function, not the person: Harry Ross's "fl" is
+// hr@, Steve Jobs's "last" is jobs@. They are never candidates, so they are
+// neither probed nor ever the answer; the caller's role list replaces the
+// built-in one.
+func TestCandidatesSkipRoles(t *testing.T) {
+	defaults := DefaultPatterns()
+	has := func(cands []Candidate, local string) bool {
+		for _, c := range cands {
+			if c.Address == local+"@acme.test" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		person Person
+		role   string
+	}{
+		{SplitName("Harry Ross"), "hr"},
+		{SplitName("Steve Jobs"), "jobs"},
+		{SplitName("Ivan Tanaka"), "it"},
+		{SplitName("Paul Rand"), "pr"},
+		{PersonFromParts("Info", "Desk"), "info"},
+		{SplitName("Mark Sales"), "sales"},
+	} {
+		all := CandidatesExcept(tc.person, "acme.test", defaults, 0, nil)
+		if !has(all, tc.role) {
+			t.Fatalf("%+v: without a role list %s@ should be a candidate: %v", tc.person, tc.role, all)
+		}
+		got := Candidates(tc.person, "acme.test", defaults, 0)
+		if has(got, tc.role) || len(got) != len(all)-1 {
+			t.Errorf("%+v: %d candidates %v, want the %d without %s@", tc.person, len(got), got, len(all)-1, tc.role)
+		}
+		// Every candidate accepted: the answer is a person's address.
+		outcomes := make([]Outcome, len(got))
+		for i, c := range got {
+			outcomes[i] = Outcome{Candidate: c, Status: output.StatusDeliverable, Reason: "accepted"}
+		}
+		d := Decide(outcomes, nil, "")
+		for _, a := range append([]string{d.Email}, d.Alternatives...) {
+			if a == tc.role+"@acme.test" {
+				t.Errorf("%+v: %s is in the decision %+v", tc.person, a, d)
+			}
+		}
+	}
+
+	ceo := func(local string) bool { return local == "ceo" }
+	got := CandidatesExcept(PersonFromParts("Ceo", "Hr"), "acme.test", mustPatterns(t, "first", "{first}", "last", "{last}"), 0, ceo)
+	if len(got) != 1 || got[0].Address != "hr@acme.test" {
+		t.Errorf("the caller's role list replaces the built-in one: %v", got)
 	}
 }
 

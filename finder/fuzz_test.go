@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/signals"
 )
 
 // Name and domain cells come from the user's file: whatever they hold, the
@@ -21,6 +22,7 @@ func FuzzNameToCandidates(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	patterns := DefaultPatterns()
+	roles := signals.Default()
 	f.Fuzz(func(t *testing.T, name, domainCell string) {
 		domain, err := DomainFrom(domainCell)
 		if err != nil {
@@ -39,6 +41,9 @@ func FuzzNameToCandidates(f *testing.F) {
 				}
 				if strings.Trim(a.Local, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" || seen[c.Address] {
 					t.Fatalf("candidate %+v of %+v: bad character or duplicate", c, p)
+				}
+				if roles.IsRole(a.Local) {
+					t.Fatalf("candidate %+v of %+v is a role account", c, p)
 				}
 				seen[c.Address] = true
 			}

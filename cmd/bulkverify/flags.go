@@ -102,6 +102,12 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Egress.SourceIPs = over.Egress.SourceIPs
 		case "no-preflight":
 			cfg.Egress.Preflight = !sf.noPreflight
+		case "disposable-list":
+			cfg.Signals.DisposableFile = over.Signals.DisposableFile
+		case "free-list":
+			cfg.Signals.FreeFile = over.Signals.FreeFile
+		case "role-list":
+			cfg.Signals.RoleFile = over.Signals.RoleFile
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/signals"
 )
 
 // runFlags are the flags of the commands that process a whole file
@@ -27,8 +28,10 @@ import (
 type runFlags struct {
 	output, format, progress string
 	summary                  string
+	report                   string // --report FILE.html
 	resume, keepOrder        bool
 	shared                   *sharedFlags
+	signals                  *signals.Set // the run's lists, loaded by runJob
 }
 
 func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *runFlags) {
@@ -42,6 +45,7 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.BoolVar(&rf.resume, "resume", false, "continue an interrupted run: keep the complete rows of the -o file, verify only the rest")
 	fs.BoolVar(&rf.keepOrder, "keep-order", false, "write rows in input order (rows decided early wait in a temporary file)")
 	fs.StringVar(&rf.summary, "summary", "", "also write the summary as JSON to `FILE`")
+	fs.StringVar(&rf.report, "report", "", "also write a self-contained HTML report of the run to `FILE`")
 	rf.shared = addSharedFlags(fs)
 	addPreflightFlag(fs, rf.shared)
 	over := &rf.shared.over
@@ -53,6 +57,9 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.Float64Var(&over.Limits.RcptPerSecondPerMX, "rcpt-rate", over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
 	fs.DurationVar(&over.Retry.MaxWait, "max-wait", over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
 	fs.BoolVar(&over.Output.FormulaSafe, "formula-safe", over.Output.FormulaSafe, "escape every CSV cell a spreadsheet would run as a formula, input columns and addresses included")
+	fs.StringVar(&over.Signals.DisposableFile, "disposable-list", over.Signals.DisposableFile, "`FILE` of disposable domains, one per line (extends the built-in list; signals.disposable_mode)")
+	fs.StringVar(&over.Signals.FreeFile, "free-list", over.Signals.FreeFile, "`FILE` of free webmail domains, one per line (extends the built-in list; signals.free_mode)")
+	fs.StringVar(&over.Signals.RoleFile, "role-list", over.Signals.RoleFile, "`FILE` of role local parts, one per line (extends the built-in list; signals.role_mode)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", usageLine)
 		fs.PrintDefaults()
@@ -155,6 +162,9 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 	}
 	if rf.format != "csv" && rf.format != "jsonl" {
 		return usageError{fmt.Errorf("unknown --format %q (want csv or jsonl)", rf.format)}
+	}
+	if rf.signals, err = loadSignals(cfg, time.Now(), stderr); err != nil {
+		return err
 	}
 	j := makeJob(ctx, cfg)
 	if j.err != nil {
