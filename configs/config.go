@@ -18,11 +18,17 @@ var defaultYAML []byte
 // Config is every setting bulkverify reads from a config file. The field
 // comments live in bulkverify.yaml, which is the user-facing documentation.
 type Config struct {
-	SMTP   SMTP   `yaml:"smtp"`
-	Limits Limits `yaml:"limits"`
-	Retry  Retry  `yaml:"retry"`
-	DNS    DNS    `yaml:"dns"`
-	Input  Input  `yaml:"input"`
+	SMTP    SMTP    `yaml:"smtp"`
+	Limits  Limits  `yaml:"limits"`
+	Retry   Retry   `yaml:"retry"`
+	DNS     DNS     `yaml:"dns"`
+	Input   Input   `yaml:"input"`
+	Replies Replies `yaml:"replies"`
+}
+
+// Replies holds the settings of the reading of servers' replies.
+type Replies struct {
+	File string `yaml:"file"`
 }
 
 // SMTP holds the settings of the probing SMTP client.

@@ -115,32 +115,43 @@ func (t *Table) Explain(in Input) Explanation {
 	c := prepare(in)
 	var e Explanation
 	for _, r := range t.rules {
-		var failed []string
+		var failed []failure
 		ok, _ := r.match(&c, &failed)
 		if ok {
 			e.Decision = r.decide(&c)
 			return e
 		}
-		if len(failed) == 1 && r.conditions() > 1 && len(e.Near) < maxNear {
-			e.Near = append(e.Near, NearMiss{RuleID: r.id, Reason: r.reason, Failed: failed[0]})
+		// Close means the reply is of the kind the rule is about (its
+		// stage and code hold) and one finer condition failed.
+		if len(failed) == 1 && !failed[0].coarse && r.conditions() > 1 && len(e.Near) < maxNear {
+			e.Near = append(e.Near, NearMiss{RuleID: r.id, Reason: r.reason, Failed: failed[0].msg})
 		}
 	}
 	e.Decision = noRule()
 	return e
 }
 
+// failure is a condition of a rule that a reply does not meet. Coarse ones
+// (stage, code) say the reply is not of the rule's kind at all.
+type failure struct {
+	msg    string
+	coarse bool
+}
+
 // match reports whether r matches c and, when it does, why. With failed
 // non-nil it checks every condition and records each one that failed;
 // otherwise it stops at the first.
-func (r *rule) match(c *candidate, failed *[]string) (bool, []string) {
+func (r *rule) match(c *candidate, failed *[]failure) (bool, []string) {
 	var why []string
 	ok := true
+	coarse := false
 	fail := func(msg string) bool {
 		ok = false
 		if failed == nil {
 			return true // stop
 		}
-		*failed = append(*failed, msg)
+		*failed = append(*failed, failure{msg: msg, coarse: coarse})
+		coarse = false
 		return false
 	}
 	if len(r.operators) > 0 {
@@ -154,6 +165,7 @@ func (r *rule) match(c *candidate, failed *[]string) (bool, []string) {
 	}
 	if len(r.stages) > 0 {
 		if !contains(r.stages, c.stage) {
+			coarse = true
 			if fail(fmt.Sprintf("stage is %s, the rule wants %s", c.stage, joinStages(r.stages))) {
 				return false, nil
 			}
@@ -163,6 +175,7 @@ func (r *rule) match(c *candidate, failed *[]string) (bool, []string) {
 	}
 	if len(r.codes) > 0 {
 		if p, hit := r.codeHit(c.codeStr); !hit {
+			coarse = true
 			if fail(fmt.Sprintf("code %s is not %s", c.codeStr, strings.Join(r.codes, ", "))) {
 				return false, nil
 			}
@@ -319,10 +332,16 @@ func joinStages(ss []Stage) string {
 	return strings.Join(out, " or ")
 }
 
+// quoteList quotes the first few pieces of a list and counts the rest.
 func quoteList(ss []string) string {
-	out := make([]string, len(ss))
+	const show = 3
+	var out []string
 	for i, s := range ss {
-		out[i] = strconv.Quote(s)
+		if i == show {
+			out = append(out, fmt.Sprintf("and %d more", len(ss)-show))
+			break
+		}
+		out = append(out, strconv.Quote(s))
 	}
 	return strings.Join(out, ", ")
 }

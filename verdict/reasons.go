@@ -128,3 +128,20 @@ const (
 func Stages() []Stage { return []Stage{StageBanner, StageEHLO, StageMail, StageRcpt} }
 
 func validStage(s Stage) bool { return slices.Contains(Stages(), s) }
+
+// StageOfCommand maps the command name a probe.ReplyError carries
+// ("banner", "EHLO", "HELO", "STARTTLS", "MAIL", and "RCPT") to its stage.
+// STARTTLS belongs to the greeting exchange, so it reads as EHLO.
+func StageOfCommand(command string) (Stage, bool) {
+	switch command {
+	case "banner":
+		return StageBanner, true
+	case "EHLO", "HELO", "STARTTLS":
+		return StageEHLO, true
+	case "MAIL":
+		return StageMail, true
+	case "RCPT":
+		return StageRcpt, true
+	}
+	return "", false
+}

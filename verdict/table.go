@@ -204,15 +204,24 @@ func (t *Table) RuleIDs() []string {
 	return out
 }
 
-// RuleSource returns the source a rule names, and whether the table has a
-// rule of that id.
-func (t *Table) RuleSource(id string) (string, bool) {
+// RuleInfo describes one rule of a table.
+type RuleInfo struct {
+	ID     string
+	Source string // where its reading comes from; may be "" in a user's file
+	Note   string
+	Origin string // "built-in", or the file it was loaded from ("" when parsed from bytes)
+	Line   int    // its line in that file
+}
+
+// Rule returns what is known of the rule with the given id, and whether the
+// table has one.
+func (t *Table) Rule(id string) (RuleInfo, bool) {
 	for _, r := range t.rules {
 		if r.id == id {
-			return r.source, true
+			return RuleInfo{ID: r.id, Source: r.source, Note: r.note, Origin: r.origin, Line: r.line}, true
 		}
 	}
-	return "", false
+	return RuleInfo{}, false
 }
 
 // decode parses and validates a rules file. Errors name the rule by its

@@ -309,3 +309,21 @@ func BenchmarkClassify(b *testing.B) {
 		})
 	}
 }
+
+func TestRuleInfoAndStages(t *testing.T) {
+	info, ok := Default().Rule("microsoft-dbeb")
+	if !ok || info.Origin != originBuiltin || info.Source == "" || info.Line == 0 {
+		t.Errorf("Rule(microsoft-dbeb) = %+v, %v", info, ok)
+	}
+	if _, ok := Default().Rule("no-such-rule"); ok {
+		t.Error("a rule that does not exist was found")
+	}
+	for cmd, want := range map[string]Stage{"banner": StageBanner, "EHLO": StageEHLO, "HELO": StageEHLO, "STARTTLS": StageEHLO, "MAIL": StageMail, "RCPT": StageRcpt} {
+		if got, ok := StageOfCommand(cmd); !ok || got != want {
+			t.Errorf("StageOfCommand(%q) = %q, %v", cmd, got, ok)
+		}
+	}
+	if _, ok := StageOfCommand("DATA"); ok {
+		t.Error("DATA has a stage")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // sharedFlags are the flags every command that talks to mail servers has:
@@ -35,6 +36,7 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	fs.DurationVar(&over.SMTP.ConnectTimeout, "connect-timeout", over.SMTP.ConnectTimeout, "TCP connect timeout")
 	fs.DurationVar(&over.SMTP.CommandTimeout, "timeout", over.SMTP.CommandTimeout, "time allowed for each SMTP reply")
 	fs.StringVar(&over.SMTP.TLS, "tls", over.SMTP.TLS, "STARTTLS: opportunistic, require or off")
+	fs.StringVar(&over.Replies.File, "replies", over.Replies.File, "your rules for reading replies, tried before the built-in ones (`FILE`; see \"bulkverify replies\")")
 	return sf
 }
 
@@ -66,6 +68,8 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.SMTP.CommandTimeout = over.SMTP.CommandTimeout
 		case "tls":
 			cfg.SMTP.TLS = over.SMTP.TLS
+		case "replies":
+			cfg.Replies.File = over.Replies.File
 		case "max-wait":
 			cfg.Retry.MaxWait = over.Retry.MaxWait
 		case "rcpt-rate":
@@ -83,7 +87,21 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}
+	// A mistake in the replies file is found before any server is asked.
+	if _, err := replyTable(cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// replyTable loads the table that reads servers' replies: the built-in rules
+// with the user's file (replies.file, --replies) over them.
+func replyTable(cfg configs.Config) (*verdict.Table, error) {
+	t, err := verdict.Load(cfg.Replies.File)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return t, nil
 }
 
 // prepare starts the sandbox when asked (pointing DNS and SMTP at it) and

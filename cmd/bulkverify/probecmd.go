@@ -18,6 +18,7 @@ import (
 	"github.com/bulkverify/bulkverify/pipeline"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // probeFlags are the flags of "bulkverify probe" beyond the shared ones
@@ -44,8 +45,8 @@ func newProbeFlagSet(stderr io.Writer) (*flag.FlagSet, *probeFlags) {
 	return fs, pf
 }
 
-// verdict is the answer for the probed address, printed as the last line.
-type verdict struct {
+// probeResult is the answer for the probed address, printed as the last line.
+type probeResult struct {
 	address, status, reason string
 	reply                   *probe.Reply
 	mxHost                  string
@@ -80,10 +81,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // connect to the first exchanger that answers, and ask about the address.
 // An error means no verdict at all (bad usage, no resolver).
 func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw string,
-	stdout, stderr io.Writer) (verdict, error) {
+	stdout, stderr io.Writer) (probeResult, error) {
 	cfg, err := pf.shared.config(fs)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 	addr, err := input.ParseAddress(raw)
 	if err != nil {
@@ -91,16 +92,20 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 		if errors.As(err, &se) {
 			err = fmt.Errorf("%q is not an address we can probe (%s): %s", raw, se.Reason, se.Detail)
 		}
-		return verdict{}, usageError{err}
+		return probeResult{}, usageError{err}
+	}
+	table, err := replyTable(cfg)
+	if err != nil {
+		return probeResult{}, err
 	}
 	stopSandbox, err := pf.shared.prepare(ctx, &cfg, stderr)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 	defer stopSandbox()
 	res, err := newResolver(cfg)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 
 	// Server text reaches a terminal: escape what could drive it.
@@ -110,7 +115,7 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 			fmt.Fprintf(out, "* "+format+"\n", args...)
 		}
 	}
-	v := verdict{address: addr.String()}
+	v := probeResult{address: addr.String()}
 
 	mail, err := res.LookupMail(ctx, addr.Domain)
 	if err != nil {
@@ -160,7 +165,7 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 				}
 				continue
 			}
-			return ask(ctx, sess, addr, v), nil
+			return ask(ctx, sess, addr, v, table), nil
 		}
 	}
 	if unresolved == len(mail.Hosts) {
@@ -168,12 +173,12 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 		v.status, v.reason, v.final = output.StatusUndeliverable, pipeline.ReasonMXUnresolvable, true
 		return v, nil
 	}
-	v.status, v.reason, v.reply = sessionVerdict(last)
+	v.status, v.reason, v.reply = sessionVerdict(last, table)
 	return v, nil
 }
 
 // ask runs MAIL FROM, RCPT TO and QUIT on an established session.
-func ask(ctx context.Context, sess *probe.Session, addr input.Address, v verdict) verdict {
+func ask(ctx context.Context, sess *probe.Session, addr input.Address, v probeResult, table *verdict.Table) probeResult {
 	defer func() {
 		if sess.Closed() {
 			return
@@ -190,27 +195,26 @@ func ask(ctx context.Context, sess *probe.Session, addr input.Address, v verdict
 	}
 	r, err := sess.Mail(ctx, addr.NeedsSMTPUTF8)
 	if err != nil {
-		v.status, v.reason, _ = sessionVerdict(err)
+		v.status, v.reason, _ = sessionVerdict(err, table)
 		return v
 	}
 	if !r.Positive() {
 		v.reply, v.final = &r, true
-		v.status, v.reason = output.StatusUnknown, pipeline.ReasonSenderRejected
-		if r.Transient() {
-			v.reason = pipeline.ReasonTemporary
-		}
+		d := table.Classify(verdict.Input{Reply: r, Stage: verdict.StageMail})
+		v.status, v.reason = d.Status, d.Reason
 		return v
 	}
 	r, err = sess.Rcpt(ctx, addr.String())
 	if err != nil {
-		v.status, v.reason, _ = sessionVerdict(err)
+		v.status, v.reason, _ = sessionVerdict(err, table)
 		if v.reason == pipeline.ReasonConnectionFailed {
 			v.reason = pipeline.ReasonConnectionLost
 		}
 		return v
 	}
 	v.reply, v.final = &r, true
-	v.status, v.reason = pipeline.Classify(r)
+	d := table.Classify(verdict.Input{Reply: r, Stage: verdict.StageRcpt})
+	v.status, v.reason = d.Status, d.Reason
 	return v
 }
 
@@ -236,8 +240,9 @@ const (
 	reasonCanceled = "canceled"        // interrupted before a verdict
 )
 
-// sessionVerdict says why no usable SMTP session was had.
-func sessionVerdict(err error) (status, reason string, reply *probe.Reply) {
+// sessionVerdict says why no usable SMTP session was had; a refusal by the
+// server is read by table at the stage it came at.
+func sessionVerdict(err error, table *verdict.Table) (status, reason string, reply *probe.Reply) {
 	var (
 		te *probe.TLSError
 		re *probe.ReplyError
@@ -251,10 +256,12 @@ func sessionVerdict(err error) (status, reason string, reply *probe.Reply) {
 		return output.StatusUnknown, reasonTLS, nil
 	case errors.As(err, &re):
 		r := re.Reply
-		if r.Transient() {
-			return output.StatusUnknown, pipeline.ReasonTemporary, &r
+		stage, ok := verdict.StageOfCommand(re.Command)
+		if !ok {
+			stage = verdict.StageEHLO
 		}
-		return output.StatusUnknown, pipeline.ReasonPolicyBlock, &r
+		d := table.Classify(verdict.Input{Reply: r, Stage: stage})
+		return d.Status, d.Reason, &r
 	case errors.As(err, &pe):
 		return output.StatusUnknown, pipeline.ReasonProtocolError, nil
 	case errors.Is(err, context.Canceled):
@@ -266,7 +273,7 @@ func sessionVerdict(err error) (status, reason string, reply *probe.Reply) {
 	return output.StatusUnknown, pipeline.ReasonConnectionFailed, nil
 }
 
-func printVerdict(w io.Writer, v verdict) {
+func printVerdict(w io.Writer, v probeResult) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "address=%s status=%s reason=%s", v.address, v.status, v.reason)
 	code, enhanced, message := "", "", ""
