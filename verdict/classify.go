@@ -80,7 +80,7 @@ func prepare(in Input) candidate {
 func (t *Table) Classify(in Input) Decision {
 	c := prepare(in)
 	for _, r := range t.rules {
-		if ok, _ := r.match(&c, nil); ok {
+		if ok, _ := r.match(&c, nil, false); ok {
 			return r.decide(&c)
 		}
 	}
@@ -116,7 +116,7 @@ func (t *Table) Explain(in Input) Explanation {
 	var e Explanation
 	for _, r := range t.rules {
 		var failed []failure
-		ok, _ := r.match(&c, &failed)
+		ok, _ := r.match(&c, &failed, false)
 		if ok {
 			e.Decision = r.decide(&c)
 			return e
@@ -141,73 +141,82 @@ type failure struct {
 // match reports whether r matches c and, when it does, why. With failed
 // non-nil it checks every condition and records each one that failed;
 // otherwise it stops at the first.
-func (r *rule) match(c *candidate, failed *[]failure) (bool, []string) {
+func (r *rule) match(c *candidate, failed *[]failure, explain bool) (bool, []string) {
 	var why []string
+	note := func(format string, args ...any) {
+		if explain {
+			why = append(why, fmt.Sprintf(format, args...))
+		}
+	}
 	ok := true
-	coarse := false
-	fail := func(msg string) bool {
+	// fail records a condition that did not hold; its message is only
+	// built when asked for (Explain). It reports whether to stop.
+	fail := func(coarse bool, msg func() string) bool {
 		ok = false
 		if failed == nil {
-			return true // stop
+			return true
 		}
-		*failed = append(*failed, failure{msg: msg, coarse: coarse})
-		coarse = false
+		*failed = append(*failed, failure{msg: msg(), coarse: coarse})
 		return false
 	}
 	if len(r.operators) > 0 {
 		if !contains(r.operators, c.operator) {
-			if fail(fmt.Sprintf("operator is %s, the rule wants %s", orNone(c.operator), strings.Join(r.operators, " or "))) {
+			if fail(false, func() string {
+				return fmt.Sprintf("operator is %s, the rule wants %s", orNone(c.operator), strings.Join(r.operators, " or "))
+			}) {
 				return false, nil
 			}
 		} else {
-			why = append(why, "operator "+c.operator)
+			note("operator %s", c.operator)
 		}
 	}
 	if len(r.stages) > 0 {
 		if !contains(r.stages, c.stage) {
-			coarse = true
-			if fail(fmt.Sprintf("stage is %s, the rule wants %s", c.stage, joinStages(r.stages))) {
+			if fail(true, func() string { return fmt.Sprintf("stage is %s, the rule wants %s", c.stage, joinStages(r.stages)) }) {
 				return false, nil
 			}
 		} else {
-			why = append(why, "stage "+string(c.stage))
+			note("stage %s", c.stage)
 		}
 	}
 	if len(r.codes) > 0 {
 		if p, hit := r.codeHit(c.codeStr); !hit {
-			coarse = true
-			if fail(fmt.Sprintf("code %s is not %s", c.codeStr, strings.Join(r.codes, ", "))) {
+			if fail(true, func() string { return fmt.Sprintf("code %s is not %s", c.codeStr, strings.Join(r.codes, ", ")) }) {
 				return false, nil
 			}
 		} else {
-			why = append(why, fmt.Sprintf("code %s is %s", c.codeStr, p))
+			note("code %s is %s", c.codeStr, p)
 		}
 	}
 	if len(r.enhanced) > 0 {
 		if p, hit := r.enhancedHit(c.enhanced); !hit {
-			if fail(fmt.Sprintf("enhanced code %s is not %s", enhancedString(c.enhanced), patternsString(r.enhanced))) {
+			if fail(false, func() string {
+				return fmt.Sprintf("enhanced code %s is not %s", enhancedString(c.enhanced), patternsString(r.enhanced))
+			}) {
 				return false, nil
 			}
 		} else {
-			why = append(why, fmt.Sprintf("enhanced code %s is %s", enhancedString(c.enhanced), enhancedString(p)))
+			note("enhanced code %s is %s", enhancedString(c.enhanced), enhancedString(p))
 		}
 	}
 	if len(r.texts) > 0 {
 		if piece, hit := r.textHit(c.lower); !hit {
-			if fail("the text has none of " + quoteList(r.texts)) {
+			if fail(false, func() string { return "the text has none of " + quoteList(r.texts) }) {
 				return false, nil
 			}
 		} else {
-			why = append(why, fmt.Sprintf("the text has %q", piece))
+			note("the text has %q", piece)
 		}
 	}
 	if r.re != nil {
 		if loc := r.re.FindStringIndex(c.text); loc == nil {
-			if fail(fmt.Sprintf("the text does not match /%s/", strings.TrimPrefix(r.re.String(), "(?i)"))) {
+			if fail(false, func() string {
+				return fmt.Sprintf("the text does not match /%s/", strings.TrimPrefix(r.re.String(), "(?i)"))
+			}) {
 				return false, nil
 			}
 		} else {
-			why = append(why, fmt.Sprintf("the text matches /%s/ at %q", strings.TrimPrefix(r.re.String(), "(?i)"), c.text[loc[0]:loc[1]]))
+			note("the text matches /%s/ at %q", strings.TrimPrefix(r.re.String(), "(?i)"), c.text[loc[0]:loc[1]])
 		}
 	}
 	if !ok {
@@ -229,7 +238,7 @@ func (r *rule) conditions() int {
 
 // decide builds the decision of a rule known to match c.
 func (r *rule) decide(c *candidate) Decision {
-	_, why := r.match(c, nil)
+	_, why := r.match(c, nil, true)
 	d := Decision{Status: r.status, Reason: r.reason, Detail: r.detail, RuleID: r.id, Source: r.source}
 	if d.Detail == "" && r.reDetail >= 0 {
 		if m := r.re.FindStringSubmatch(c.text); m != nil {
