@@ -30,6 +30,12 @@ type Config struct {
 	Output  Output  `yaml:"output"`
 	Egress  Egress  `yaml:"egress"`
 	Signals Signals `yaml:"signals"`
+	Replies Replies `yaml:"replies"`
+}
+
+// Replies holds the settings of the reading of servers' replies.
+type Replies struct {
+	File string `yaml:"file"`
 }
 
 // SMTP holds the settings of the probing SMTP client.

@@ -141,10 +141,11 @@ func mainWants() []want {
 		acceptAll("catchall-anyone", "anyone@catchall.test", "anyone@catchall.test", mx1),
 		acceptAll("catchall-sales", "sales@CatchAll.test", "sales@catchall.test", mx1),
 		acceptAll("catchall-dotted", "first.last@catchall.test", "first.last@catchall.test", mx1),
-		// Postfix is not a destination for relay.test: a refusal about us,
-		// which says nothing about the mailbox, nor about catch-all.
+		// Postfix is not a destination for relay.test: the host does not
+		// take that domain's mail, which says nothing about the mailbox, nor
+		// about catch-all (and nothing against our address either).
 		{id: "relay-someone", input: "someone@relay.test", email: "someone@relay.test", status: "unknown",
-			reason: "policy_block", code: "554", enhanced: "5.7.1", mx: mx1, msg: "Relay access denied", attempts: "1"},
+			reason: "relay_denied", code: "554", enhanced: "5.7.1", mx: mx1, msg: "Relay access denied", attempts: "1"},
 		accepted("implicit-info", "info@implicit.test", "info@implicit.test", implicit),
 		userUnknown("implicit-ghost", "ghost@implicit.test", implicit),
 		// The null MX wins over the A record nullmx.test also has.

@@ -157,6 +157,13 @@ func (g *greylist) pass(k greyKey, now time.Time, delay time.Duration) bool {
 }
 
 func replyError(r Reply) error {
+	if r.Raw != "" {
+		// Validated by buildModel. go-smtp writes "code-" before every
+		// line but the last and "code " before that one, which is the
+		// raw reply again, byte for byte.
+		code, texts, _ := rawLines(r.Raw)
+		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: strings.Join(texts, "\n")}
+	}
 	e := &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.NoEnhancedCode, Message: r.Message}
 	if ec, err := parseEnhanced(r.Enhanced); err == nil && ec != nil {
 		e.EnhancedCode = smtp.EnhancedCode{ec[0], ec[1], ec[2]}

@@ -313,3 +313,48 @@ func TestCloseInterruptsDelay(t *testing.T) {
 		t.Fatal("RCPT accepted after Close")
 	}
 }
+
+// A Raw reply reaches the client byte for byte, one or more lines.
+func TestRawRcptReplies(t *testing.T) {
+	t.Parallel()
+	raws := map[string]string{
+		"google": "550-5.1.1 The email account that you tried to reach does not exist. Please try\n" +
+			"550-5.1.1 double-checking the recipient's email address for typos or\n" +
+			"550-5.1.1 unnecessary spaces. Learn more at\n" +
+			"550 5.1.1  https://support.google.com/mail/?p=NoSuchUser x - gsmtp",
+		"chkuser": "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)",
+		"exim":    "550-Verification failed for <probe@client.test>\n550-Unrouteable address\n550 Sender verify failed",
+		"ok":      "250 2.1.5 Recipient ok, and a trailing space ",
+	}
+	w := World{
+		Domains: []Domain{{Name: "raw.test", MX: []MX{{Preference: 10, Host: "mx.raw.test"}}, Replies: map[string]Reply{}}},
+		Hosts:   []Host{{Name: "mx.raw.test", IP: "127.0.0.90"}},
+	}
+	for local, raw := range raws {
+		w.Domains[0].Replies[local] = Reply{Raw: raw}
+	}
+	s := startSim(t, w)
+	c := dialSMTP(t, s, "127.0.0.90")
+	c.expect("EHLO client.test", 250, "")
+	c.expect("MAIL FROM:<probe@client.test>", 250, "")
+	for local, raw := range raws {
+		if err := c.tp.PrintfLine("RCPT TO:<%s@raw.test>", local); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for {
+			line, err := c.tp.ReadLine()
+			if err != nil {
+				t.Fatalf("%s: %v", local, err)
+			}
+			got = append(got, line)
+			if len(line) < 4 || line[3] != '-' {
+				break
+			}
+		}
+		if g := strings.Join(got, "\n"); g != raw {
+			t.Errorf("%s: server wrote\n%s\nwant\n%s", local, g, raw)
+		}
+	}
+	c.expect("QUIT", 221, "")
+}

@@ -83,12 +83,51 @@ type MX struct {
 	Host       string
 }
 
-// Reply is a scripted SMTP reply to RCPT TO.
+// Reply is a scripted SMTP reply to RCPT TO: Code, Enhanced and Message, or
+// Raw.
 type Reply struct {
 	Code     int
 	Enhanced string // like "5.2.2", or "" for a reply without an enhanced status code
 	Message  string
+	// Raw, when set, is the whole reply exactly as the server writes it,
+	// for replies copied from real servers: lines separated by "\n", each
+	// the same three-digit code, then "-" when more lines follow or " " on
+	// the last, then the text (at least "550 "), e.g.
+	// "550-5.1.1 The email account\n550 5.1.1 does not exist". The server
+	// adds CRLF to each line. Code, Enhanced and Message must be empty.
+	Raw string
 }
+
+// rawLines checks a Reply.Raw and returns its code and the text of each
+// line (what follows "ddd-" or "ddd ").
+func rawLines(raw string) (int, []string, error) {
+	lines := strings.Split(raw, "\n")
+	code := 0
+	texts := make([]string, len(lines))
+	for i, l := range lines {
+		last := i == len(lines)-1
+		if len(l) < 4 || l[0] < '2' || l[0] > '5' || !isDigit(l[1]) || !isDigit(l[2]) {
+			return 0, nil, fmt.Errorf("raw reply line %d %q does not start with a reply code and a separator", i+1, l)
+		}
+		c := int(l[0]-'0')*100 + int(l[1]-'0')*10 + int(l[2]-'0')
+		switch {
+		case i == 0:
+			code = c
+		case c != code:
+			return 0, nil, fmt.Errorf("raw reply line %d has code %d, the first line %d", i+1, c, code)
+		}
+		if want := map[bool]byte{false: '-', true: ' '}[last]; l[3] != want {
+			return 0, nil, fmt.Errorf("raw reply line %d: separator %q, want %q", i+1, l[3], want)
+		}
+		if strings.ContainsAny(l, "\r\x00") {
+			return 0, nil, fmt.Errorf("raw reply line %d has a CR or NUL", i+1)
+		}
+		texts[i] = l[4:]
+	}
+	return code, texts, nil
+}
+
+func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // Host is one simulated mail server.
 //
@@ -415,6 +454,16 @@ func buildModel(w World) (*model, error) {
 			}
 		}
 		for local, r := range d.Replies {
+			if r.Raw != "" {
+				if r.Code != 0 || r.Enhanced != "" || r.Message != "" {
+					return nil, invalid("domain %q: reply for %q has Raw and Code, Enhanced or Message", name, local)
+				}
+				if _, _, err := rawLines(r.Raw); err != nil {
+					return nil, invalid("domain %q: reply for %q: %v", name, local, err)
+				}
+				dm.replies[strings.ToLower(strings.TrimSpace(local))] = r
+				continue
+			}
 			if r.Code < 200 || r.Code > 599 {
 				return nil, invalid("domain %q: reply for %q has code %d", name, local, r.Code)
 			}

@@ -11,20 +11,22 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // Config is everything one run needs besides its input, output and resolver.
 type Config struct {
 	Probe                 probe.Config
-	SMTPPort              int           // port of the mail exchangers, 25 on the internet
-	IdleTimeout           time.Duration // how long an idle connection waits for more work before QUIT
-	MaxConnections        int           // simultaneous SMTP connections in total
-	MaxConnectionsPerHost int           // simultaneous SMTP connections to one MX host
-	NewConnectionBacklog  int           // another connection to a host only while more than this many addresses per open connection wait
-	RcptPerTransaction    int           // RCPT per MAIL transaction before RSET
-	RcptPerConnection     int           // RCPT per connection before QUIT and reconnect
-	MaxAttempts           int           // tries per address when connections fail under it
-	DNSWorkers            int           // domains resolved in parallel
+	Replies               *verdict.Table // reads servers' replies; nil = verdict.Default()
+	SMTPPort              int            // port of the mail exchangers, 25 on the internet
+	IdleTimeout           time.Duration  // how long an idle connection waits for more work before QUIT
+	MaxConnections        int            // simultaneous SMTP connections in total
+	MaxConnectionsPerHost int            // simultaneous SMTP connections to one MX host
+	NewConnectionBacklog  int            // another connection to a host only while more than this many addresses per open connection wait
+	RcptPerTransaction    int            // RCPT per MAIL transaction before RSET
+	RcptPerConnection     int            // RCPT per connection before QUIT and reconnect
+	MaxAttempts           int            // tries per address when connections fail under it
+	DNSWorkers            int            // domains resolved in parallel
 
 	RetryDelay      time.Duration // first delayed retry of a temporary answer (4xx, greylisting); doubles each round; 0 = no retries
 	RetryRounds     int           // delayed retry rounds per address
@@ -57,6 +59,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Replies == nil {
+		c.Replies = verdict.Default()
+	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 25
 	}

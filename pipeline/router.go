@@ -34,6 +34,7 @@ type router struct {
 // hostQueue is the work and state of one MX host.
 type hostQueue struct {
 	name          string
+	operator      string // who runs it, as the reply table and the budget name it
 	pending       []*target
 	workers       int // live workers, including those still waiting for a slot or connecting
 	established   int // workers holding an open session

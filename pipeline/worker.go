@@ -16,6 +16,7 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // quitTimeout bounds the polite QUIT at the end of a session, which must not
@@ -144,12 +145,13 @@ func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *ho
 			break // the host itself answered; its other addresses will say the same
 		}
 	}
-	return nil, sessionFailure(last)
+	return nil, e.sessionFailure(last, h)
 }
 
 // sessionFailure maps why a session could not be set up, or broke, to the
-// verdict its addresses get when nothing else can be tried.
-func sessionFailure(err error) *hostFailure {
+// verdict its addresses get when nothing else can be tried. A refused
+// banner, greeting or STARTTLS is read by the reply table at its stage.
+func (e *engine) sessionFailure(err error, h *hostQueue) *hostFailure {
 	var re *probe.ReplyError
 	var pe *probe.ProtocolError
 	var te *probe.TLSError
@@ -160,11 +162,15 @@ func sessionFailure(err error) *hostFailure {
 		// Checked before ReplyError: a refused STARTTLS is both.
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonTLSUnavailable}
 	case errors.As(err, &re):
-		reply := boundReply(&re.Reply)
-		if reply.Transient() {
-			return &hostFailure{status: output.StatusUnknown, reason: ReasonTemporary, reply: reply}
+		stage, _ := verdict.StageOfCommand(re.Command)
+		d := e.classify(re.Reply, stage, h)
+		status := d.Status
+		if status != output.StatusUnknown {
+			// Whatever the words, a session that never got to RCPT says
+			// nothing about a mailbox.
+			status = output.StatusUnknown
 		}
-		return &hostFailure{status: output.StatusUnknown, reason: ReasonPolicyBlock, reply: reply}
+		return &hostFailure{status: status, reason: d.Reason, reply: boundReply(&re.Reply)}
 	case errors.As(err, &pe):
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonProtocolError}
 	case isTimeout(err):
@@ -285,7 +291,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				if !tr.Mail.Positive() || err != nil {
 					// Pipelined, the RCPTs went out, but in no transaction
 					// we can trust: they count as asked.
-					e.retryOrFailReply(h, batch, *tr.Reset)
+					e.retryOrFailReply(h, batch, *tr.Reset, verdict.StageMail)
 					return true, false
 				}
 				// RSET was refused but the MAIL after it was taken: a new
@@ -306,7 +312,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				}
 				continue
 			default:
-				e.retryOrFailReply(h, batch, mail)
+				e.retryOrFailReply(h, batch, mail, verdict.StageMail)
 				return true, onConn == 0 // pushed back before any answer
 			}
 		}
@@ -316,10 +322,11 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		for i, reply := range replies {
 			t := asked[i]
 			if reply.Code == 421 {
-				e.retryOrFailReply(h, unanswered(batch, i), reply)
+				e.retryOrFailReply(h, unanswered(batch, i), reply, verdict.StageRcpt)
 				return true, onConn+answered == 0 // pushed back before any answer
 			}
-			if tooManyRecipients(reply) {
+			d := e.classify(reply, verdict.StageRcpt, h)
+			if d.Reason == verdict.ReasonTooManyRecipients {
 				rest := unanswered(batch, i)
 				switch {
 				case inTxn+i > 0:
@@ -356,7 +363,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				suspects = append(suspects, t)
 				continue
 			}
-			e.concludeReply(t, reply, h.name)
+			e.conclude(t, d.Status, d.Reason, &reply, h.name)
 		}
 		if controlRefused {
 			// The server refused postmaster too: it is refusing everything
@@ -577,7 +584,7 @@ func (e *engine) retryOrFail(ctx context.Context, h *hostQueue, batch []*target,
 	reason := ReasonConnectionLost
 	if isTimeout(err) {
 		reason = ReasonTimeout
-	} else if f := sessionFailure(err); f.reason == ReasonProtocolError {
+	} else if f := e.sessionFailure(err, h); f.reason == ReasonProtocolError {
 		reason = ReasonProtocolError
 	}
 	var again []*target
@@ -591,13 +598,14 @@ func (e *engine) retryOrFail(ctx context.Context, h *hostQueue, batch []*target,
 	e.router.requeue(h, again)
 }
 
-// retryOrFailReply is retryOrFail for a temporary refusal (4xx on MAIL, 421).
-func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply) {
+// retryOrFailReply is retryOrFail for a refusal that ends the attempt (a
+// 4xx to MAIL, a 421, a refused RSET), read at its stage.
+func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply, stage verdict.Stage) {
 	var again []*target
 	for _, t := range batch {
 		if t.tries >= e.cfg.MaxAttempts {
-			status, reason := Classify(reply)
-			e.conclude(t, status, reason, &reply, h.name)
+			d := e.classify(reply, stage, h)
+			e.conclude(t, d.Status, d.Reason, &reply, h.name)
 			continue
 		}
 		again = append(again, t)
@@ -605,27 +613,14 @@ func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Rep
 	e.router.requeue(h, again)
 }
 
-func (e *engine) concludeReply(t *target, reply probe.Reply, host string) {
-	status, reason := Classify(reply)
-	e.conclude(t, status, reason, &reply, host)
+// classify reads a reply of h by the run's reply table.
+func (e *engine) classify(r probe.Reply, stage verdict.Stage, h *hostQueue) verdict.Decision {
+	return e.cfg.Replies.Classify(verdict.Input{Reply: r, Stage: stage, Operator: h.operator})
 }
 
 // pause waits CommandPause before a command; false when ctx ended.
 func (e *engine) pause(ctx context.Context) bool {
 	return e.cfg.CommandPause <= 0 || sleepReal(ctx, e.cfg.CommandPause)
-}
-
-// tooManyRecipients recognises a server's recipient limit: 452 4.5.3, or
-// 451/452 saying so, and the 552 of old servers, which RFC 5321
-// §4.5.3.1.10 says clients must treat as temporary.
-func tooManyRecipients(r probe.Reply) bool {
-	switch r.Code {
-	case 451, 452:
-		return r.Enhanced == "4.5.3" || strings.Contains(strings.ToLower(r.Text()), "too many recipients")
-	case 552:
-		return r.Enhanced == "5.5.3" || strings.Contains(strings.ToLower(r.Text()), "too many recipients")
-	}
-	return false
 }
 
 func addresses(batch []*target) []string {

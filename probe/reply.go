@@ -13,12 +13,18 @@ import (
 type Reply struct {
 	Code int // e.g. 250
 	// Enhanced is the RFC 3463 enhanced status code such as "5.1.1", or "" if
-	// absent. It is only recognised when its class digit equals the first digit
-	// of Code, so free text like "2.0 ready" on a 5xx reply is left alone.
+	// absent. It is taken from where servers put it: at the start of a line
+	// (RFC 2034), or, on a reply with none there, inside the text after a
+	// "#" as qmail and Cisco write it ("(#5.1.1)", "(#5.1.1 - chkuser)",
+	// "550 #5.1.0 Address rejected"). It is only recognised when its class
+	// digit equals the first digit of Code, so free text like "2.0 ready" or
+	// "(#4.3.0)" on a 5xx reply is left alone.
 	Enhanced string
-	// Lines holds the text of each line without the code, separator, enhanced
-	// code (stripped from every line that carries it) and line ending. A reply
-	// always has at least one line; a bare "250" gives [""].
+	// Lines holds the text of each line without the code, separator and
+	// line ending, and without a leading RFC 2034 code equal to Enhanced
+	// (stripped from every line that carries it). A code found inside the
+	// text stays there: the text is what the server said. A reply always has
+	// at least one line; a bare "250" gives [""].
 	Lines []string
 }
 
@@ -56,6 +62,35 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string { return "probe: SMTP protocol error: " + e.Reason }
+
+// ParseReply parses text as one complete SMTP reply, the way a session reads
+// one off the wire: lines separated by "\n" or "\r\n", each "ddd-text",
+// "ddd text" or "ddd", bounded by the default MaxLineLength and
+// MaxReplyLines. It is for replies that did not come off a connection: a
+// user's copy of one, a test's. Anything after the reply's last line, or
+// a malformed line, is a *ProtocolError.
+func ParseReply(text string) (Reply, error) {
+	if strings.TrimSpace(text) == "" {
+		return Reply{}, &ProtocolError{Reason: "empty reply"}
+	}
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	br := bufio.NewReader(strings.NewReader(text))
+	r, err := readReply(br, defaultMaxLineLength, defaultMaxReplyLines, nil)
+	switch {
+	case errors.Is(err, io.EOF):
+		return Reply{}, &ProtocolError{Reason: "empty reply"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return Reply{}, &ProtocolError{Reason: "the last line says more lines follow (\"ddd-\")"}
+	case err != nil:
+		return Reply{}, err
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return Reply{}, &ProtocolError{Reason: "text after the reply's last line (\"ddd \")"}
+	}
+	return r, nil
+}
 
 // readReply reads one complete reply from br. maxLine bounds each line in
 // bytes including its line ending and maxLines bounds the number of lines;
@@ -150,9 +185,11 @@ func parseLine(line []byte) (code int, more bool, text string, err error) {
 	return code, more, string(line[4:]), nil
 }
 
-// stripEnhanced finds the enhanced status code (the first line carrying one
-// wins) and removes it, with the single space after it, from every line that
-// carries that same code.
+// stripEnhanced finds the enhanced status code and removes it, with the
+// single space after it, from every line that starts with that same code. A
+// code at the start of a line (the first such line wins) is preferred to one
+// inside the text, which is only looked for when no line starts with one and
+// is left in place.
 func stripEnhanced(r *Reply) {
 	class := byte('0' + r.Code/100)
 	for _, l := range r.Lines {
@@ -162,6 +199,7 @@ func stripEnhanced(r *Reply) {
 		}
 	}
 	if r.Enhanced == "" {
+		r.Enhanced = embeddedEnhanced(r.Lines, class)
 		return
 	}
 	for i, l := range r.Lines {
@@ -179,6 +217,44 @@ func stripEnhanced(r *Reply) {
 // 1*3digit) at the start of s whose class is the given digit and which is
 // followed by a space or the end of s, or 0 if there is none.
 func enhancedLen(s string, class byte) int {
+	i := codeLen(s, class)
+	if i == 0 || i < len(s) && s[i] != ' ' {
+		return 0
+	}
+	return i
+}
+
+// embeddedEnhanced returns the first code written inside the text after a
+// "#" (qmail's "(#5.1.1)", chkuser's "(#5.1.1 - chkuser)", Cisco's
+// "#5.1.0 Address rejected") whose class is the given digit, or "".
+func embeddedEnhanced(lines []string, class byte) string {
+	for _, l := range lines {
+		for i := 0; i < len(l); i++ {
+			if l[i] != '#' {
+				continue
+			}
+			rest := l[i+1:]
+			n := codeLen(rest, class)
+			if n == 0 {
+				continue
+			}
+			// The code must end there: "#5.1.1.2" or "#5.1.10x" is
+			// something else. A full stop ending a sentence may follow.
+			if n < len(rest) {
+				next := rest[n]
+				if isDigit(next) || isLetter(next) || next == '.' && n+1 < len(rest) && isDigit(rest[n+1]) {
+					continue
+				}
+			}
+			return rest[:n]
+		}
+	}
+	return ""
+}
+
+// codeLen returns the length of "class.d{1,3}.d{1,3}" at the start of s, or
+// 0. It is enhancedLen without the rule about what follows.
+func codeLen(s string, class byte) int {
 	if len(s) < 5 || s[0] != class || s[1] != '.' {
 		return 0
 	}
@@ -196,12 +272,10 @@ func enhancedLen(s string, class byte) int {
 	if n < 1 || n > 3 {
 		return 0
 	}
-	i += n
-	if i < len(s) && s[i] != ' ' {
-		return 0
-	}
-	return i
+	return i + n
 }
+
+func isLetter(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
 
 func digits(s string) int {
 	n := 0

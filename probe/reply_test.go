@@ -133,6 +133,10 @@ func FuzzReadReply(f *testing.F) {
 		"421 4.7.0 caf\xe9 closing\r\n",
 		"250 " + strings.Repeat("x", 100) + "\r\n",
 		"250-2.0.0\r\n250 2.0.0 x\r\n",
+		"511 sorry, no mailbox here by that name (#5.1.1 - chkuser)\r\n",
+		"550 #5.1.0 Address rejected.\r\n",
+		"550-first (#4.3.0)\r\n550 second #5.7.1\r\n",
+		"553 x #5.1.1.2 #5.1.3\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -151,6 +155,12 @@ func FuzzReadReply(f *testing.F) {
 		}
 		if r.Enhanced != "" && (r.Enhanced[0] != byte('0'+r.Code/100) || enhancedLen(r.Enhanced, r.Enhanced[0]) != len(r.Enhanced)) {
 			t.Fatalf("bad enhanced code %q for %d", r.Enhanced, r.Code)
+		}
+		// A code is either stripped from the start of a line or still in
+		// the text after a "#": it never comes from nowhere.
+		if r.Enhanced != "" && !strings.Contains(string(data), r.Enhanced+" ") && !strings.Contains(string(data), r.Enhanced+"\r") &&
+			!strings.Contains(string(data), r.Enhanced+"\n") && !strings.Contains(strings.Join(r.Lines, "\n"), "#"+r.Enhanced) {
+			t.Fatalf("enhanced code %q not found in %q", r.Enhanced, data)
 		}
 		for _, l := range r.Lines {
 			if strings.Contains(l, "\n") || len(l) > maxLine {
@@ -184,4 +194,75 @@ func FuzzReadReply(f *testing.F) {
 
 func itoa3(n int) string {
 	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
+}
+
+func TestEnhancedCodeWhereServersPutIt(t *testing.T) {
+	tests := []struct {
+		name, in string
+		enhanced string
+		lines    []string
+	}{
+		{"RFC 2034 at the start", "550 5.1.1 <a@b>: no such user\r\n", "5.1.1", []string{"<a@b>: no such user"}},
+		{"RFC 2034 on every line", "550-5.1.1 The email account\r\n550 5.1.1 does not exist\r\n", "5.1.1",
+			[]string{"The email account", "does not exist"}},
+		{"qmail trailing", "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n", "5.7.1",
+			[]string{"sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"}},
+		{"chkuser trailing", "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)\r\n", "5.1.1",
+			[]string{"sorry, no mailbox here by that name (#5.1.1 - chkuser)"}},
+		{"Cisco leading hash", "550 #5.1.0 Address rejected.\r\n", "5.1.0", []string{"#5.1.0 Address rejected."}},
+		{"inside the text", "550 Mailbox unavailable #5.1.0 see above\r\n", "5.1.0", []string{"Mailbox unavailable #5.1.0 see above"}},
+		{"sentence end", "511 no such user #5.1.1.\r\n", "5.1.1", []string{"no such user #5.1.1."}},
+		{"second line", "550-Verification failed\r\n550 Sender verify failed (#5.1.7)\r\n", "5.1.7",
+			[]string{"Verification failed", "Sender verify failed (#5.1.7)"}},
+		{"start of a line wins over inside", "550-rejected (#5.7.1)\r\n550 5.1.1 no such user\r\n", "5.1.1",
+			[]string{"rejected (#5.7.1)", "no such user"}},
+		{"class mismatch inside", "550 qqt failure (#4.3.0)\r\n", "", []string{"qqt failure (#4.3.0)"}},
+		{"longer number", "550 ticket #5.1.1.2 closed\r\n", "", []string{"ticket #5.1.1.2 closed"}},
+		{"followed by a letter", "550 see #5.1.10x\r\n", "", []string{"see #5.1.10x"}},
+		{"no hash", "550 user unknown (5.1.1)\r\n", "", []string{"user unknown (5.1.1)"}},
+		{"hash at the end", "550 user unknown #\r\n", "", []string{"user unknown #"}},
+		{"three-digit detail", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found\r\n", "5.1.10",
+			[]string{"RESOLVER.ADR.RecipientNotFound; not found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := readReply(bufio.NewReader(strings.NewReader(tt.in)), 512, 8, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Enhanced != tt.enhanced || !reflect.DeepEqual(r.Lines, tt.lines) {
+				t.Errorf("got %q %q, want %q %q", r.Enhanced, r.Lines, tt.enhanced, tt.lines)
+			}
+		})
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Reply
+		problem string // part of the ProtocolError; "" = no error
+	}{
+		{"550 5.1.1 no such user", Reply{550, "5.1.1", []string{"no such user"}}, ""},
+		{"550-5.1.1 a\n550 5.1.1 b\n", Reply{550, "5.1.1", []string{"a", "b"}}, ""},
+		{"550-5.1.1 a\r\n550 5.1.1 b\r\n", Reply{550, "5.1.1", []string{"a", "b"}}, ""},
+		{"", Reply{}, "empty reply"},
+		{"550-a\n", Reply{}, "more lines follow"},
+		{"550 a\n550 b\n", Reply{}, "after the reply's last line"},
+		{"no code here", Reply{}, "malformed"},
+		{"550-a\n551 b", Reply{}, "expected 550"},
+	}
+	for _, tt := range tests {
+		got, err := ParseReply(tt.in)
+		if tt.problem == "" {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseReply(%q) = %#v, %v; want %#v", tt.in, got, err, tt.want)
+			}
+			continue
+		}
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || !strings.Contains(pe.Reason, tt.problem) {
+			t.Errorf("ParseReply(%q) err = %v, want ProtocolError %q", tt.in, err, tt.problem)
+		}
+	}
 }

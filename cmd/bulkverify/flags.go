@@ -14,6 +14,7 @@ import (
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // sharedFlags are the flags every command that talks to mail servers has:
@@ -40,6 +41,7 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	fs.StringVar(&over.SMTP.TLS, "tls", over.SMTP.TLS, "STARTTLS: opportunistic, require or off")
 	fs.Var((*listFlag)(&over.Egress.Proxies), "proxy", "send through the SOCKS5 proxy `socks5://[user:password@]host:port` (repeatable; replaces egress.proxies; ${NAME} reads a secret from the environment)")
 	fs.Var((*listFlag)(&over.Egress.SourceIPs), "source-ip", "send from the local `address` (repeatable, connections rotate; replaces egress.source_ips)")
+	fs.StringVar(&over.Replies.File, "replies", over.Replies.File, "your rules for reading replies, tried before the built-in ones (`FILE`; see \"bulkverify replies\")")
 	return sf
 }
 
@@ -82,6 +84,8 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.SMTP.CommandTimeout = over.SMTP.CommandTimeout
 		case "tls":
 			cfg.SMTP.TLS = over.SMTP.TLS
+		case "replies":
+			cfg.Replies.File = over.Replies.File
 		case "max-wait":
 			cfg.Retry.MaxWait = over.Retry.MaxWait
 		case "rcpt-rate":
@@ -113,7 +117,21 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}
+	// A mistake in the replies file is found before any server is asked.
+	if _, err := replyTable(cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// replyTable loads the table that reads servers' replies: the built-in rules
+// with the user's file (replies.file, --replies) over them.
+func replyTable(cfg configs.Config) (*verdict.Table, error) {
+	t, err := verdict.Load(cfg.Replies.File)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return t, nil
 }
 
 // prepare starts the sandbox when asked (pointing DNS and SMTP at it) and

@@ -50,6 +50,8 @@ Usage:
   bulkverify doctor [flags]               check DNS, port 25, address, PTR, blocklists, MAIL FROM and SPF
   bulkverify config                       print the documented default config file
   bulkverify patterns                     print the documented default address patterns of find
+  bulkverify explain [flags] "550 5.1.1 ..."  show how a server's reply is read, and by which rule
+  bulkverify replies                      print the documented built-in rules that read replies
   bulkverify help [command]
 
 Run "bulkverify COMMAND -h" for the flags of a command.
@@ -75,10 +77,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runConfig(stdout, stderr)
 	case "patterns":
 		return runPatterns(stdout, stderr)
+	case "explain":
+		return runExplain(args[1:], stdin, stdout, stderr)
+	case "replies":
+		return runReplies(stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		if len(args) > 1 {
 			switch args[1] {
-			case "verify", "find", "probe", "doctor":
+			case "verify", "find", "probe", "doctor", "explain":
 				return run(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
 			}
 		}

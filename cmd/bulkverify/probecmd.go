@@ -40,8 +40,8 @@ func newProbeFlagSet(stderr io.Writer) (*flag.FlagSet, *probeFlags) {
 	return fs, pf
 }
 
-// verdict is the answer for the probed address, printed as the last line.
-type verdict struct {
+// probeResult is the answer for the probed address, printed as the last line.
+type probeResult struct {
 	address string
 	v       pipeline.Verdict
 }
@@ -49,7 +49,7 @@ type verdict struct {
 // final reports whether the verdict rests on an answer, from a mail
 // exchanger or from DNS; false when no question could be put for a reason
 // that may pass (DNS or connection trouble): exit code 1.
-func (v verdict) final() bool {
+func (v probeResult) final() bool {
 	switch {
 	case v.v.Reply != nil, v.v.Status == output.StatusInvalid, v.v.Status == output.StatusUndeliverable:
 		return true
@@ -86,10 +86,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // retries, as a mail administrator would by hand. An error means no verdict
 // at all (bad usage, no resolver).
 func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw string,
-	stdout, stderr io.Writer) (verdict, error) {
+	stdout, stderr io.Writer) (probeResult, error) {
 	cfg, err := pf.shared.config(fs)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 	addr, err := input.ParseAddress(raw)
 	if err != nil {
@@ -97,21 +97,26 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 		if errors.As(err, &se) {
 			err = fmt.Errorf("%q is not an address we can probe (%s): %s", raw, se.Reason, se.Detail)
 		}
-		return verdict{}, usageError{err}
+		return probeResult{}, usageError{err}
+	}
+	table, err := replyTable(cfg)
+	if err != nil {
+		return probeResult{}, err
 	}
 	stopSandbox, err := pf.shared.prepare(ctx, &cfg, stderr)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 	defer stopSandbox()
 	res, err := newResolver(cfg)
 	if err != nil {
-		return verdict{}, err
+		return probeResult{}, err
 	}
 
 	// Server text reaches a terminal: escape what could drive it.
 	out := &escapingWriter{w: stdout}
 	pcfg := pipelineConfig(cfg)
+	pcfg.Replies = table
 	pcfg.MaxAttempts, pcfg.MaxWait, pcfg.RetryDelay = 1, 0, 0
 	pcfg.MaxConnectionsPerHost = 1
 	if pf.transcript {
@@ -122,7 +127,7 @@ func probeAddress(ctx context.Context, pf *probeFlags, fs *flag.FlagSet, raw str
 	if !ok {
 		v = pipeline.Verdict{Status: output.StatusUnknown, Reason: reasonCanceled}
 	}
-	return verdict{address: addr.String(), v: v}, nil
+	return probeResult{address: addr.String(), v: v}, nil
 }
 
 // noteDNS writes what DNS says about the domain's mail exchangers. The
@@ -146,7 +151,7 @@ func noteDNS(ctx context.Context, res *resolve.Resolver, domain string, out io.W
 // before a verdict.
 const reasonCanceled = "canceled"
 
-func printVerdict(w io.Writer, v verdict) {
+func printVerdict(w io.Writer, v probeResult) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "address=%s status=%s reason=%s", v.address, v.v.Status, v.v.Reason)
 	code, enhanced, message := "", "", ""

@@ -196,6 +196,9 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 		return usageError{errors.New("--resume needs an output file (-o FILE): it continues that file")}
 	}
 	pcfg := pipelineConfig(cfg)
+	if pcfg.Replies, err = replyTable(cfg); err != nil {
+		return err
+	}
 	bar := newProgress(rf.progress, stderr)
 	pcfg.OnTotal = bar.start
 	summary, runErr := j.run(ctx, pcfg, res, src, stdout, bar.row)
