@@ -56,7 +56,11 @@ func TestStrategiesAgree(t *testing.T) {
 		{"naive connections", nv.Connections, w.Addresses, true},
 		{"naive RCPT (catch-all + real per address)", nv.ByVerb["RCPT"], 2 * w.Addresses, false},
 		{"naive DNS queries (MX, A, AAAA per address)", nv.DNSQueries, 3 * w.Addresses, false},
-		{"bulkverify RCPT (addresses + one catch-all probe per domain)", bulk.ByVerb["RCPT"], w.Addresses + w.Domains, false},
+		{"bulkverify RCPT (addresses + one catch-all probe per domain, + positive controls)", bulk.ByVerb["RCPT"], w.Addresses + w.Domains, true},
+	}
+	// At most one positive control (RCPT postmaster@) per transaction.
+	if extra := bulk.ByVerb["RCPT"] - w.Addresses - w.Domains; extra > bulk.ByVerb["MAIL"] {
+		t.Errorf("bulkverify RCPT = %d: %d more than addresses and catch-all probes, in %d transactions", bulk.ByVerb["RCPT"], extra, bulk.ByVerb["MAIL"])
 	}
 	for _, c := range checks {
 		if (c.atLeast && c.got < c.want) || (!c.atLeast && c.got != c.want) {

@@ -36,8 +36,10 @@ func TestRemoteWorld(t *testing.T) {
 	if res.Rows != w.Addresses || res.Wrong != 0 {
 		t.Fatalf("%d rows, %d wrong: %v", res.Rows, res.Wrong, res.Mismatches)
 	}
-	if got, want := res.ByVerb["RCPT"], w.Addresses+w.Domains; got != want {
-		t.Errorf("RCPT counted by the served world = %d, want %d", got, want)
+	// Addresses, one catch-all probe per domain, at most one positive
+	// control per transaction.
+	if got, least := res.ByVerb["RCPT"], w.Addresses+w.Domains; got < least || got > least+res.ByVerb["MAIL"] {
+		t.Errorf("RCPT counted by the served world = %d, want %d plus at most one per transaction (%d)", got, least, res.ByVerb["MAIL"])
 	}
 	if res.Connections < w.LeastConnections() || res.DNSQueries == 0 {
 		t.Errorf("connections %d (least %d), DNS queries %d", res.Connections, w.LeastConnections(), res.DNSQueries)

@@ -31,6 +31,21 @@ type Config struct {
 	Egress  Egress  `yaml:"egress"`
 	Signals Signals `yaml:"signals"`
 	Replies Replies `yaml:"replies"`
+
+	Operators  Operators  `yaml:"operators"`
+	DoNotProbe DoNotProbe `yaml:"do_not_probe"`
+}
+
+// Operators names a user's table of mail operators.
+type Operators struct {
+	File string `yaml:"file"`
+}
+
+// DoNotProbe lists what must not be asked anything.
+type DoNotProbe struct {
+	Domains   []string `yaml:"domains"`
+	Operators []string `yaml:"operators"`
+	File      string   `yaml:"file"`
 }
 
 // Replies holds the settings of the reading of servers' replies.
@@ -65,6 +80,9 @@ type Limits struct {
 	CommandPause         time.Duration `yaml:"command_pause"`
 	MemoryRows           int           `yaml:"memory_rows"`
 	TempDir              string        `yaml:"temp_dir"`
+	PushbackWindow       int           `yaml:"pushback_window"`
+	PushbackShare        float64       `yaml:"pushback_share"`
+	PushbackMaxPause     time.Duration `yaml:"pushback_max_pause"`
 }
 
 // Retry holds the delayed-retry schedule for temporary answers.
@@ -193,6 +211,8 @@ func (c Config) Validate() error {
 		{"dns.workers", int64(c.DNS.Workers)},
 		{"limits.memory_rows", int64(c.Limits.MemoryRows)},
 		{"smtp.positive_control_min", int64(c.SMTP.ControlMin)},
+		{"limits.pushback_window", int64(c.Limits.PushbackWindow)},
+		{"limits.pushback_max_pause", int64(c.Limits.PushbackMaxPause)},
 		{"egress.failure_threshold", int64(c.Egress.FailureThreshold)},
 		{"egress.cool_down", int64(c.Egress.CoolDown)},
 		{"egress.max_cool_down", int64(c.Egress.MaxCoolDown)},
@@ -230,6 +250,9 @@ func (c Config) Validate() error {
 	case "opportunistic", "require", "off":
 	default:
 		return fmt.Errorf("smtp.tls is %q; want opportunistic, require or off", c.SMTP.TLS)
+	}
+	if c.Limits.PushbackShare <= 0 || c.Limits.PushbackShare > 1 {
+		return fmt.Errorf("limits.pushback_share %v is not a share between 0 (excluded) and 1", c.Limits.PushbackShare)
 	}
 	for _, m := range []struct{ name, value string }{
 		{"signals.disposable_mode", c.Signals.DisposableMode},

@@ -25,6 +25,15 @@ type Result struct {
 	TLS          *bool     `csv:"tls,omitempty" json:"tls,omitempty"`             // whether the session that answered used STARTTLS; nil = no session
 	Attempts     int       `csv:"attempts" json:"attempts"`
 	CheckedAt    time.Time `csv:"checked_at" json:"checked_at"` // written as RFC 3339 UTC, seconds precision
+
+	Provider string `csv:"provider" json:"provider,omitempty"` // operator of the MX host (operator table), "" when not a known one
+	Egress   string `csv:"egress" json:"egress,omitempty"`     // source address or proxy the session that answered came from
+
+	// Signals: facts about the address that need no network.
+	Disposable     bool   `csv:"disposable" json:"disposable"`
+	Free           bool   `csv:"free" json:"free"`
+	Role           bool   `csv:"role" json:"role"`
+	TypoSuggestion string `csv:"typo_suggestion" json:"typo_suggestion,omitempty"` // the address probably meant
 }
 
 // ResultColumns returns the result column names in the order they are written,

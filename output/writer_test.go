@@ -109,7 +109,8 @@ func TestResultColumnsMatchTags(t *testing.T) {
 	// The documented output format (README.md, DESIGN.md): changing it is a
 	// decision, not a side effect of editing a struct.
 	documented := []string{"row", "email", "status", "reason", "smtp_code", "enhanced_code",
-		"smtp_message", "mx_host", "catch_all", "tls", "attempts", "checked_at"}
+		"smtp_message", "mx_host", "catch_all", "tls", "attempts", "checked_at",
+		"provider", "egress", "disposable", "free", "role", "typo_suggestion"}
 	if !reflect.DeepEqual(ResultColumns(), documented) {
 		t.Errorf("ResultColumns() = %q, documented %q", ResultColumns(), documented)
 	}
@@ -351,12 +352,12 @@ func TestFormulaSafe(t *testing.T) {
 		want []string // header, then the row
 	}{
 		{"exact by default", nil, []string{
-			"email,=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at",
-			"=cmd|calc@corp.test,-5,1,=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z",
+			"email,=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion",
+			"=cmd|calc@corp.test,-5,1,=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,",
 		}},
 		{"formula-safe", []CSVOption{FormulaSafe()}, []string{
-			"email,'=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at",
-			"'=cmd|calc@corp.test,'-5,1,'=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z",
+			"email,'=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion",
+			"'=cmd|calc@corp.test,'-5,1,'=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,",
 		}},
 	}
 	for _, tt := range tests {

@@ -19,7 +19,12 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/signals"
+	"github.com/bulkverify/bulkverify/verdict"
 )
+
+// fatal stops the run with err, which Run then returns.
+func (e *engine) fatal(err error) { e.stopRun(err) }
 
 // Verdict is what the engine concluded about one distinct address.
 type Verdict struct {
@@ -28,10 +33,13 @@ type Verdict struct {
 	Reason   string
 	Reply    *probe.Reply // the reply the verdict rests on, if any
 	MXHost   string
-	CatchAll *bool // nil when not determined
-	TLS      *bool // nil when no session was established
+	Provider string // operator of MXHost in the operator table; "" for a host in no entry
+	Egress   string // the egress of the session that answered; "" when none did
+	CatchAll *bool  // nil when not determined
+	TLS      *bool  // nil when no session was established
 	Attempts int
 	At       time.Time
+	Signals  signals.Facts // zero when Config.Signals is nil
 }
 
 // DomainGroup is the distinct, syntactically valid addresses of one domain.
@@ -42,8 +50,10 @@ type DomainGroup struct {
 
 // EngineStats counts what the engine did on the wire.
 type EngineStats struct {
-	Connections int      // SMTP sessions established
-	MXHosts     []string // hosts at least one session was established to
+	Connections int           // SMTP sessions established
+	MXHosts     []string      // hosts at least one session was established to
+	Hosts       []HostSummary // what happened at each host
+	Err         error         // what stopped the run early (a *TrippedError), if anything did
 }
 
 // engine resolves, routes and probes addresses; verify and find are front
@@ -58,7 +68,9 @@ type engine struct {
 
 	// workCtx is the run's context, kept here because the router starts
 	// workers (and retry timers fire) where no caller's context is at hand.
+	// stopRun ends it with the error that stops the run (fatal).
 	workCtx     context.Context
+	stopRun     context.CancelCauseFunc
 	workers     sync.WaitGroup
 	connections atomic.Int64
 
@@ -102,6 +114,7 @@ type target struct {
 	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
 	firstTry     time.Time
 	lastTLS      *bool
+	lastEgress   string
 }
 
 // probeEngine runs the engine over groups and sends exactly one Verdict per
@@ -109,7 +122,10 @@ type target struct {
 // sent or ctx ends; undecided addresses then get no verdict.
 func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups []DomainGroup, out chan<- Verdict) EngineStats {
 	cfg.setDefaults()
+	ctx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
 	e := &engine{
+		stopRun: stopRun,
 		cfg:     cfg,
 		res:     res,
 		slots:   make(chan struct{}, cfg.MaxConnections),
@@ -135,7 +151,12 @@ func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups 
 	e.stopRetries()
 	e.workers.Wait()
 	e.releaseHeld()
-	return EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed()}
+	stats := EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed(), Hosts: e.router.summaries()}
+	var tripped *TrippedError
+	if err := context.Cause(ctx); errors.As(err, &tripped) {
+		stats.Err = err
+	}
+	return stats
 }
 
 // releaseHeld writes the acceptances still waiting for their domain's
@@ -151,7 +172,7 @@ func (e *engine) releaseHeld() {
 	clear(e.heldBy)
 	e.mu.Unlock()
 	for _, v := range release {
-		e.out <- v
+		e.out <- e.finish(v)
 	}
 }
 
@@ -182,12 +203,19 @@ func (e *engine) resolveAll(ctx context.Context, groups []DomainGroup) {
 // their DNS verdict. A temporary DNS failure (SERVFAIL, timeouts) is asked
 // again on the delayed-retry schedule before it becomes dns_error.
 func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []*target, round int) {
+	if e.cfg.DoNotProbe.domain(dom.name) {
+		e.skip(targets)
+		return
+	}
 	mail, err := e.res.LookupMail(ctx, dom.name)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // cancelled: leave the addresses undecided rather than misjudge them
 		}
 		status, reason := dnsVerdict(err)
+		if reason != ReasonDNSError && e.recordDomain(dom, reason != ReasonNXDomain) {
+			return // the resolver is not to be trusted: no verdict from it
+		}
 		if reason == ReasonDNSError && round < e.cfg.RetryRounds && e.cfg.RetryDelay > 0 {
 			delay := e.cfg.RetryDelay << round
 			if e.cfg.Clock.Since(e.start)+delay <= e.cfg.MaxWait {
@@ -200,6 +228,15 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		}
 		return
 	}
+	if e.recordDomain(dom, true) {
+		return
+	}
+	for _, mx := range mail.Hosts {
+		if e.cfg.DoNotProbe.Operators[e.cfg.Operators.Lookup(mx.Host).Name] {
+			e.skip(targets)
+			return
+		}
+	}
 	dom.mail = mail
 	if !e.cfg.NoCatchAllCheck {
 		// First in the queue, so it is asked before (or with) the real
@@ -211,6 +248,25 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		targets = append([]*target{{addr: catchAllAddress(dom.name), dom: dom, catchAll: true}}, targets...)
 	}
 	e.router.add(targets)
+}
+
+// skip finishes addresses nothing may be asked of (do-not-probe).
+func (e *engine) skip(targets []*target) {
+	for _, t := range targets {
+		e.emit(t, Verdict{Status: output.StatusUnknown, Reason: verdict.ReasonSkipped})
+	}
+}
+
+// recordDomain feeds the NXDOMAIN breaker; true when it tripped, and the
+// run stops.
+func (e *engine) recordDomain(dom *domainState, exists bool) (tripped bool) {
+	b := e.cfg.DomainBreaker
+	if b == nil || !b.Record(dom.name, exists) {
+		return false
+	}
+	st := b.State()
+	e.fatal(&TrippedError{What: "domains", Failed: st.Failed, Seen: st.Keys})
+	return true
 }
 
 // catchAllAddress makes a local part no real mailbox has.
@@ -245,7 +301,7 @@ func (e *engine) conclude(t *target, status, reason string, reply *probe.Reply, 
 		e.retryLater(delay, t)
 		return
 	}
-	e.emit(t, Verdict{Status: status, Reason: reason, Reply: boundReply(reply), MXHost: mxHost, TLS: t.lastTLS})
+	e.emit(t, Verdict{Status: status, Reason: reason, Reply: boundReply(reply), MXHost: mxHost, TLS: t.lastTLS, Egress: t.lastEgress})
 }
 
 // maxKeptReplyText bounds the reply text a verdict keeps: verdicts can wait
@@ -405,9 +461,47 @@ func (e *engine) emit(t *target, v Verdict) {
 			// later; an acceptance that was not checked proves little.
 			r.Status, r.Reason = output.StatusRisky, ReasonUncheckedMX
 		}
-		e.out <- r
+		e.out <- e.finish(r)
 	}
 	e.router.done()
+}
+
+// finish adds to a verdict what is known of its address and host without
+// asking anything more: the operator (provider) of the MX host, the
+// signals, and what they say about an acceptance. An operator known to
+// accept every recipient proves nothing by accepting (unless the domain's
+// catch-all check showed it refuses some); a known typo domain is never
+// deliverable, whatever its MX says.
+func (e *engine) finish(v Verdict) Verdict {
+	acceptsAll := false
+	if v.MXHost != "" {
+		if op := e.cfg.Operators.Lookup(v.MXHost); !op.Own() {
+			v.Provider, acceptsAll = op.Name, op.AcceptsAll
+		}
+	}
+	if e.cfg.Signals != nil {
+		v.Signals = e.cfg.Signals.Of(v.Addr.Local, v.Addr.Domain, hasMailHost(v.Reason))
+	}
+	if v.Status == output.StatusDeliverable {
+		switch {
+		case v.Signals.TypoKnown:
+			v.Status, v.Reason = output.StatusRisky, verdict.ReasonTypoDomain
+		case acceptsAll && v.CatchAll == nil:
+			v.Status, v.Reason = output.StatusRisky, verdict.ReasonProviderAcceptsAll
+		}
+	}
+	e.router.countVerdict(v.MXHost, v.Status)
+	return v
+}
+
+// hasMailHost reports whether a verdict's reason leaves the domain a mail
+// host: the typo signal suggests a correction only for domains without one.
+func hasMailHost(reason string) bool {
+	switch reason {
+	case ReasonNXDomain, ReasonNullMX, ReasonNoMailHost, ReasonMXUnresolvable:
+		return false
+	}
+	return true
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -522,6 +616,10 @@ func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, s
 	err := g.Wait()
 	sum.Connections += stats.Connections
 	sum.addHosts(stats.MXHosts)
+	sum.addHostSummaries(stats.Hosts)
+	if err == nil {
+		err = stats.Err
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -550,7 +648,9 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 	}
 	now := cfg.Now()
 	for _, inv := range b.invalid {
-		write(inv.ref, output.Result{Email: inv.raw, Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now})
+		res := output.Result{Email: inv.raw, Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now}
+		invalidSignals(cfg.Signals, inv.raw, &res)
+		write(inv.ref, res)
 	}
 	ticker := time.NewTicker(cfg.FlushInterval)
 	defer ticker.Stop()
@@ -569,14 +669,20 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 			break
 		}
 		res := output.Result{
-			Email:     v.Addr.String(),
-			Status:    v.Status,
-			Reason:    v.Reason,
-			MXHost:    v.MXHost,
-			CatchAll:  v.CatchAll,
-			TLS:       v.TLS,
-			Attempts:  v.Attempts,
-			CheckedAt: v.At,
+			Email:          v.Addr.String(),
+			Status:         v.Status,
+			Reason:         v.Reason,
+			MXHost:         v.MXHost,
+			CatchAll:       v.CatchAll,
+			TLS:            v.TLS,
+			Attempts:       v.Attempts,
+			CheckedAt:      v.At,
+			Provider:       v.Provider,
+			Egress:         v.Egress,
+			Disposable:     v.Signals.Disposable,
+			Free:           v.Signals.Free,
+			Role:           v.Signals.Role,
+			TypoSuggestion: v.Signals.Suggestion,
 		}
 		if v.Reply != nil {
 			res.SMTPCode = v.Reply.Code
@@ -589,6 +695,22 @@ func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writ
 	}
 	checkpoint(cfg, sink, &werr)
 	return werr
+}
+
+// invalidSignals fills the signals that still apply to a row that holds no
+// address we can probe: a disposable domain is disposable even if the
+// address around it is broken.
+func invalidSignals(set *signals.Set, raw string, res *output.Result) {
+	if set == nil {
+		return
+	}
+	at := strings.LastIndexByte(raw, '@')
+	if at <= 0 || at == len(raw)-1 {
+		return
+	}
+	local, domain := raw[:at], strings.ToLower(strings.TrimSpace(raw[at+1:]))
+	f := set.Of(local, domain, true)
+	res.Disposable, res.Free, res.Role = f.Disposable, f.Free, f.Role
 }
 
 // checkpoint pushes the rows written so far to the output and makes them

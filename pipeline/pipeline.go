@@ -4,13 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/bulkverify/bulkverify/egress"
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/operator"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/report"
+	"github.com/bulkverify/bulkverify/signals"
 	"github.com/bulkverify/bulkverify/verdict"
 )
 
@@ -31,7 +36,7 @@ type Config struct {
 	RetryDelay      time.Duration // first delayed retry of a temporary answer (4xx, greylisting); doubles each round; 0 = no retries
 	RetryRounds     int           // delayed retry rounds per address
 	MaxWait         time.Duration // an address waits at most this long, in total, for retries
-	RcptRate        float64       // RCPT commands per second per MX host; 0 = unlimited
+	RcptRate        float64       // RCPT commands per second per MX host not in the operator table; 0 = unlimited
 	CommandPause    time.Duration // pause before each command (or pipelined batch)
 	NoCatchAllCheck bool          // skip the one-RCPT-per-domain accept-all check
 	// NoPositiveControl leaves out the RCPT postmaster@ added to a
@@ -40,6 +45,31 @@ type Config struct {
 	// mailboxes.
 	NoPositiveControl bool
 	ControlThreshold  int // addresses of one domain in a transaction that call for a positive control; 0 = 10
+
+	// Operators groups MX hosts under the operators that run them: the
+	// limits, the back-off and refusals of our egress apply per operator,
+	// across its host names. nil = operator.Default(). A host in no entry
+	// is its own operator, with MaxConnectionsPerHost and RcptRate.
+	Operators *operator.Table
+	// Budget hands out each operator's sessions and RCPT rate; nil = a
+	// LocalBudget of this run. A cluster passes one its workers share.
+	Budget egress.Budget
+	// Egress is where connections leave from (source addresses, SOCKS5
+	// proxies) and who refused which; nil = Probe.Dial from the system's
+	// address.
+	Egress *egress.Pool
+	// DoNotProbe names domains and operators nothing may be asked of.
+	DoNotProbe DoNotProbe
+	// HostBreaker, fed each MX host's TCP outcome, and DomainBreaker, fed
+	// each domain's NXDOMAIN, stop the run when they trip (port 25 blocked
+	// mid-run, a resolver that started lying); nil = off.
+	HostBreaker, DomainBreaker *egress.Breaker
+	// Signals computes the facts about each address that need no network;
+	// nil = none.
+	Signals *signals.Set
+	// OnRefused is called once for each egress an operator refused (its
+	// reply said our address is blocked), from a worker goroutine.
+	OnRefused func(egressName, operator, reason string)
 
 	MemoryRows int    // rows grouped in memory at once; beyond that, rows spill to temporary files; 0 = no limit
 	TempDir    string // where spill files go; "" = the system's
@@ -61,6 +91,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Replies == nil {
 		c.Replies = verdict.Default()
+	}
+	if c.Operators == nil {
+		c.Operators = operator.Default()
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 25
@@ -98,8 +131,36 @@ func (c *Config) setDefaults() {
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
 	}
+	if c.Budget == nil {
+		c.Budget = egress.NewLocalBudget(egress.BudgetConfig{Clock: c.Clock})
+	}
 	if c.Now == nil {
 		c.Now = c.Clock.Now
+	}
+}
+
+// DoNotProbe names what a run must not ask anything of, because someone
+// asked us not to: their addresses are unknown/skipped and nothing connects
+// to them.
+type DoNotProbe struct {
+	Domains   map[string]bool // a domain and every domain under it (lower-case, ASCII)
+	Operators map[string]bool // operator names, as the operator table names them
+}
+
+// domain reports whether name or a domain it is under is listed.
+func (d DoNotProbe) domain(name string) bool {
+	if len(d.Domains) == 0 {
+		return false
+	}
+	for {
+		if d.Domains[name] {
+			return true
+		}
+		i := strings.IndexByte(name, '.')
+		if i < 0 {
+			return false
+		}
+		name = name[i+1:]
 	}
 }
 
@@ -114,8 +175,44 @@ type Summary struct {
 	ByStatus    map[string]int `json:"by_status"`
 	ByReason    map[string]int `json:"by_reason"`
 	Duration    time.Duration  `json:"duration_ns"`
+	// Hosts is what happened at each MX host.
+	Hosts []HostSummary `json:"hosts,omitempty"`
+	// Refusals are the egresses operators refused (their replies said our
+	// address is blocked); the caller that owns the egress pool fills it.
+	Refusals []egress.Refusal `json:"refusals,omitempty"`
+	// Report is the data of the run's HTML report, when one was made: the
+	// numbers it shows.
+	Report *report.Data `json:"report,omitempty"`
 
-	hosts map[string]bool // MX hosts counted, so that spill files do not count one twice
+	hosts   map[string]bool // MX hosts counted, so that spill files do not count one twice
+	hostIdx map[string]int  // index in Hosts by name
+}
+
+// addHostSummaries adds the figures of one engine run, merging a host seen
+// in an earlier one (spill files).
+func (s *Summary) addHostSummaries(hs []HostSummary) {
+	if s.hostIdx == nil {
+		s.hostIdx = map[string]int{}
+	}
+	for _, h := range hs {
+		i, seen := s.hostIdx[h.Host]
+		if !seen {
+			s.hostIdx[h.Host] = len(s.Hosts)
+			s.Hosts = append(s.Hosts, h)
+			continue
+		}
+		x := &s.Hosts[i]
+		x.Addresses += h.Addresses
+		x.Connections += h.Connections
+		x.RCPT += h.RCPT
+		x.Replies4xx += h.Replies4xx
+		x.Replies5xx += h.Replies5xx
+		x.Greylisted += h.Greylisted
+		x.PolicyBlocks += h.PolicyBlocks
+		x.Undeliverable += h.Undeliverable
+		x.Unknown += h.Unknown
+		x.LatencyP50, x.LatencyP95 = max(x.LatencyP50, h.LatencyP50), max(x.LatencyP95, h.LatencyP95)
+	}
 }
 
 func (s *Summary) addHosts(names []string) {

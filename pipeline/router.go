@@ -5,9 +5,11 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/bulkverify/bulkverify/egress"
+	"github.com/bulkverify/bulkverify/operator"
+	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // router holds one queue of addresses per MX host and decides when a host
@@ -39,11 +41,14 @@ type hostQueue struct {
 	workers       int // live workers, including those still waiting for a slot or connecting
 	established   int // workers holding an open session
 	everUsed      bool
-	limiter       *rate.Limiter // RCPT per second, nil = unlimited
+	op            *operator.Operator // who runs it
+	stats         hostStats
+	limits        egress.Limits // its operator's, as the Budget is asked
 	txnLimit      int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
 	connRcpt      int           // recipients per connection the server accepts, learnt from a refused first RCPT of a transaction; 0 = not known
 	connCap       int           // connections the server allows us, learnt from refusals while others were open; 0 = not known
-	refusesAll    bool          // the server refuses us everything: its doubtful refusals are not asked again
+	refused       string        // why it is asked no more ("" = it is): refuses_all or policy_block
+	refusedReply  *probe.Reply  // the reply that said so, if any
 	harvestRounds int           // times it turned to refusing everything, postmaster included
 	down          *hostFailure  // why the host could not be used ...
 	downUntil     time.Time     // ... and until when it is skipped
@@ -67,7 +72,10 @@ func (h *hostQueue) isDown(now time.Time) bool {
 type hostFailure struct {
 	status, reason string
 	reply          *probe.Reply
-	host           string // the MX host it happened at
+	decision       verdict.Decision // the reply's reading, when there is a reply
+	host           string           // the MX host it happened at
+	pushback       bool             // the server pushed back (a 4xx to our greeting)
+	refusedUs      bool             // every egress is refused by the host's operator
 }
 
 // preferFailure is what an address is told when none of its domain's MX
@@ -97,6 +105,26 @@ func newRouter(cfg *Config, spawn func(*hostQueue), fail func(*target, *hostFail
 		producing:   true,
 		outstanding: 1,
 	}
+}
+
+// newHost makes the queue of MX host name, with its operator's limits: the
+// table's, or for a host in no entry (or an entry that leaves them out) the
+// run's per-MX defaults.
+func (r *router) newHost(name string) *hostQueue {
+	op := r.cfg.Operators.Lookup(name)
+	lim := egress.Limits{
+		Sessions:      op.Sessions,
+		RcptPerSecond: r.cfg.RcptRate,
+		Burst:         r.cfg.RcptPerTransaction + 1, // a transaction and its positive control at once
+		Backoff:       op.Backoff,
+	}
+	if lim.Sessions <= 0 {
+		lim.Sessions = r.cfg.MaxConnectionsPerHost
+	}
+	if op.RcptPerSecond != nil {
+		lim.RcptPerSecond = *op.RcptPerSecond
+	}
+	return &hostQueue{name: name, operator: op.Name, op: op, limits: lim}
 }
 
 func (r *router) notifyLocked() {
@@ -170,14 +198,13 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 		name := hosts[t.mxIdx].Host
 		h := r.hosts[name]
 		if h == nil {
-			h = &hostQueue{name: name}
-			if r.cfg.RcptRate > 0 {
-				// A transaction's RCPTs and its positive control in one burst.
-				h.limiter = rate.NewLimiter(rate.Limit(r.cfg.RcptRate), r.cfg.RcptPerTransaction+1)
-			}
+			h = r.newHost(name)
 			r.hosts[name] = h
 		}
 		if !h.isDown(now) {
+			if t.retries == 0 && !t.catchAll {
+				h.stats.addresses.Add(1)
+			}
 			h.pending = append(h.pending, t)
 			if !r.stopped && (h.workers == 0 || (h.workers < h.maxConns(r.cfg.MaxConnectionsPerHost) &&
 				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog)) {
@@ -244,10 +271,11 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 			r.mu.Unlock()
 			return false
 		}
-		if r.slotWaiters > 0 {
-			// Another host waits for a slot: give this one up soon, but
-			// not at once, for answers arriving in a burst (domains of
-			// this host still being resolved) would open it again.
+		if r.slotWaiters > 0 || r.cfg.Budget.Contended(h.operator) {
+			// Another host waits for a slot, or for a session of this
+			// host's operator: give this one up soon, but not at once, for
+			// answers arriving in a burst (domains of this host still
+			// being resolved) would open it again.
 			if wait := slotGrace - time.Since(start); wait <= 0 {
 				r.mu.Unlock()
 				return false
@@ -369,17 +397,21 @@ func (r *router) takeWhere(h *hostQueue, match func(*target) bool) []*target {
 	return taken
 }
 
-// markRefusesAll records that h refuses us everything.
-func (r *router) markRefusesAll(h *hostQueue) {
+// markRefusesAll records that h is asked no more: it refuses us everything
+// (reason refuses_all) or its operator refused every egress (policy_block).
+func (r *router) markRefusesAll(h *hostQueue, reason string, reply *probe.Reply) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h.refusesAll = true
+	if h.refused == "" {
+		h.refused, h.refusedReply = reason, reply
+	}
 }
 
-func (r *router) refusesAll(h *hostQueue) bool {
+// refusal says why h is asked no more, or "" when it still is.
+func (r *router) refusal(h *hostQueue) (reason string, reply *probe.Reply) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return h.refusesAll
+	return h.refused, h.refusedReply
 }
 
 // hasPending reports whether h has waiting addresses.
@@ -456,6 +488,36 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 		h.workers++
 		r.spawn(h)
 	}
+}
+
+// countVerdict counts a final verdict given at host.
+func (r *router) countVerdict(host, status string) {
+	if host == "" {
+		return
+	}
+	r.mu.Lock()
+	h := r.hosts[host]
+	r.mu.Unlock()
+	if h == nil {
+		return
+	}
+	switch status {
+	case output.StatusUndeliverable:
+		h.stats.undeliverable.Add(1)
+	case output.StatusUnknown:
+		h.stats.unknown.Add(1)
+	}
+}
+
+// summaries reports what happened at every host.
+func (r *router) summaries() []HostSummary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]HostSummary, 0, len(r.hosts))
+	for _, h := range r.hosts {
+		out = append(out, h.summary())
+	}
+	return out
 }
 
 // hostsUsed names the hosts that had at least one session.

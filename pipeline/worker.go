@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/bulkverify/bulkverify/egress"
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
@@ -34,32 +33,40 @@ func (e *engine) startWorker(h *hostQueue) {
 	}()
 }
 
-// work holds one global connection slot and serves h's queue over as many
-// consecutive sessions as the per-connection RCPT cap requires.
+// work serves h's queue over as many consecutive sessions as it takes. Each
+// session first gets one of its operator's sessions from the Budget, then a
+// connection slot of this run: waiting for the operator holds no slot that
+// another operator's host could use.
 func (e *engine) work(ctx context.Context, h *hostQueue) {
-	if !e.acquireSlot(ctx) {
-		return
-	}
-	defer func() { <-e.slots }()
 	pushedBack := 0
-	// The queue may have emptied while this worker waited for its slot or
-	// its back-off: connecting then would open a session that asks nothing.
+	// The queue may have emptied while this worker waited for its operator,
+	// a slot or its back-off: connecting then would open a session that
+	// asks nothing.
 	for ctx.Err() == nil && e.router.hasPending(h) {
-		if e.router.refusesAll(h) {
-			e.giveUpHost(h) // addresses that came later (retries, failover)
+		if reason, reply := e.router.refusal(h); reason != "" {
+			e.giveUpHost(h, reason, reply) // addresses that came later (retries, failover)
 			return
 		}
-		sess, fail := e.connect(ctx, h)
-		if fail != nil {
-			if ctx.Err() == nil {
-				e.router.connectFailed(h, fail)
-			}
+		release, err := e.cfg.Budget.Session(ctx, h.operator, h.limits)
+		if err != nil {
 			return
 		}
-		e.connections.Add(1)
-		e.router.sessionUp(h, 1)
-		again, troubled := e.serve(ctx, h, sess)
-		e.router.sessionUp(h, -1)
+		if !e.acquireSlot(ctx) {
+			release()
+			return
+		}
+		if !e.router.hasPending(h) {
+			<-e.slots
+			release()
+			return
+		}
+		again, troubled, stop := e.session(ctx, h)
+		<-e.slots
+		release()
+		if stop {
+			return
+		}
+		e.cfg.Budget.Outcome(h.operator, h.limits, troubled)
 		if !again {
 			return
 		}
@@ -73,6 +80,35 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 			return
 		}
 	}
+}
+
+// session connects to h and serves its queue over one session. stop says
+// the worker is done with h: the session could not be had.
+func (e *engine) session(ctx context.Context, h *hostQueue) (again, troubled, stop bool) {
+	sess, eg, fail := e.connect(ctx, h)
+	if fail != nil {
+		if fail.pushback {
+			e.cfg.Budget.Outcome(h.operator, h.limits, true)
+		}
+		if ctx.Err() != nil {
+			return false, false, true
+		}
+		switch {
+		case fail.refusedUs:
+			// Every egress has been refused by h's operator: its addresses
+			// are not asked from anywhere else.
+			e.giveUpHost(h, fail.reason, fail.reply)
+		default:
+			e.router.connectFailed(h, fail)
+		}
+		return false, false, true
+	}
+	e.connections.Add(1)
+	h.stats.connections.Add(1)
+	e.router.sessionUp(h, 1)
+	again, troubled = e.serve(ctx, h, sess, eg)
+	e.router.sessionUp(h, -1)
+	return again, troubled, false
 }
 
 // sleep waits d on the run's clock; false when ctx ended first.
@@ -117,35 +153,102 @@ func (e *engine) acquireSlot(ctx context.Context) bool {
 	}
 }
 
-// connect opens a probing session to one of h's addresses.
-func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *hostFailure) {
+// connect opens a probing session to one of h's addresses, through the
+// egress the pool picks for h's operator (or directly, without a pool).
+func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *egress.Egress, *hostFailure) {
 	addrs, err := e.res.LookupHost(ctx, h.name)
 	if err != nil {
 		e.note("address lookup for %s: %v", h.name, err)
 		if errors.Is(err, resolve.ErrNoAddress) || errors.Is(err, resolve.ErrNXDomain) {
 			// The MX points at a name that does not exist: mail to it bounces.
-			return nil, &hostFailure{status: output.StatusUndeliverable, reason: ReasonMXUnresolvable}
+			return nil, nil, &hostFailure{status: output.StatusUndeliverable, reason: ReasonMXUnresolvable}
 		}
-		return nil, &hostFailure{status: output.StatusUnknown, reason: ReasonDNSError}
+		return nil, nil, &hostFailure{status: output.StatusUnknown, reason: ReasonDNSError}
 	}
 	pc := e.cfg.Probe
 	pc.TLSServerName = h.name
+	var eg *egress.Egress
+	if pool := e.cfg.Egress; pool != nil {
+		eg, err = pool.Pick(h.operator)
+		var refused *egress.RefusedError
+		switch {
+		case errors.As(err, &refused):
+			e.note("%s: %v", h.name, err)
+			return nil, nil, &hostFailure{status: output.StatusUnknown, reason: ReasonPolicyBlock, refusedUs: true}
+		case err != nil:
+			e.note("%s: %v", h.name, err)
+			return nil, nil, &hostFailure{status: output.StatusUnknown, reason: verdict.ReasonProxyFailed}
+		}
+		pc.Dial = eg.DialContext
+	}
 	var last error
 	for _, ip := range addrs {
 		addr := net.JoinHostPort(ip.String(), strconv.Itoa(e.cfg.SMTPPort))
-		e.note("connecting to %s [%s]", h.name, addr)
+		if eg != nil {
+			e.note("connecting to %s [%s] from %s", h.name, addr, eg.Name())
+		} else {
+			e.note("connecting to %s [%s]", h.name, addr)
+		}
 		sess, err := probe.Dial(ctx, addr, pc)
 		if err == nil {
-			return sess, nil
+			e.recordHost(h, true)
+			return sess, eg, nil
 		}
 		e.note("%s: %v", h.name, err)
 		last = err
 		var re *probe.ReplyError
 		if errors.As(err, &re) {
-			break // the host itself answered; its other addresses will say the same
+			e.recordHost(h, true) // it answered SMTP: port 25 is open
+			break                 // the host itself answered; its other addresses will say the same
 		}
 	}
-	return nil, e.sessionFailure(last, h)
+	f := e.sessionFailure(last, h)
+	var pe *egress.ProxyError
+	var be *egress.BindError
+	switch {
+	case errors.As(last, &pe), errors.As(last, &be):
+		// The egress failed, not the host: the pool counts it against the
+		// egress; the addresses wait for the delayed retry.
+		f = &hostFailure{status: output.StatusUnknown, reason: verdict.ReasonProxyFailed}
+	case f.reply == nil && ctx.Err() == nil && (f.reason == ReasonConnectionFailed || f.reason == ReasonTimeout):
+		e.recordHost(h, false)
+	}
+	if f.reply != nil {
+		d := e.classify(*f.reply, verdict.StageBanner, h)
+		f.pushback = f.reply.Transient()
+		if refusesEgress(d, *f.reply) && eg != nil {
+			e.refuseEgress(eg, h, d)
+		}
+	}
+	return nil, eg, f
+}
+
+// refusesEgress reports whether a reply says our address is refused: a
+// permanent policy refusal that names a blocklist or reputation service
+// (the table's Detail), or any permanent policy refusal of the session
+// itself (banner, EHLO).
+func refusesEgress(d verdict.Decision, r probe.Reply) bool {
+	return d.Reason == verdict.ReasonPolicyBlock && r.Permanent() && d.Detail != ""
+}
+
+// refuseEgress records that h's operator refused eg: no session to it goes
+// out through eg again in this run, and the refusal is reported once.
+func (e *engine) refuseEgress(eg *egress.Egress, h *hostQueue, d verdict.Decision) {
+	reason := d.Detail
+	if reason == "" {
+		reason = d.Reason
+	}
+	if e.cfg.Egress.Refused(eg, h.operator, reason) && e.cfg.OnRefused != nil {
+		e.cfg.OnRefused(eg.Name(), h.operator, reason)
+	}
+}
+
+// recordHost feeds the TCP breaker; when it trips, the run stops.
+func (e *engine) recordHost(h *hostQueue, reached bool) {
+	if b := e.cfg.HostBreaker; b != nil && b.Record(h.name, reached) {
+		st := b.State()
+		e.fatal(&TrippedError{What: "hosts", Failed: st.Failed, Seen: st.Keys})
+	}
 }
 
 // sessionFailure maps why a session could not be set up, or broke, to the
@@ -164,13 +267,9 @@ func (e *engine) sessionFailure(err error, h *hostQueue) *hostFailure {
 	case errors.As(err, &re):
 		stage, _ := verdict.StageOfCommand(re.Command)
 		d := e.classify(re.Reply, stage, h)
-		status := d.Status
-		if status != output.StatusUnknown {
-			// Whatever the words, a session that never got to RCPT says
-			// nothing about a mailbox.
-			status = output.StatusUnknown
-		}
-		return &hostFailure{status: status, reason: d.Reason, reply: boundReply(&re.Reply)}
+		// Whatever the words, a session that never got to RCPT says
+		// nothing about a mailbox.
+		return &hostFailure{status: output.StatusUnknown, reason: d.Reason, reply: boundReply(&re.Reply), decision: d}
 	case errors.As(err, &pe):
 		return &hostFailure{status: output.StatusUnknown, reason: ReasonProtocolError}
 	case isTimeout(err):
@@ -198,7 +297,7 @@ func isTimeout(err error) bool {
 // open a new session for more work, and whether the server pushed back (421,
 // a temporary refusal of MAIL, refusing everything), which calls for a
 // pause first.
-func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (again, troubled bool) {
+func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, eg *egress.Egress) (again, troubled bool) {
 	defer func() {
 		if sess.Closed() {
 			sess.Close()
@@ -211,6 +310,10 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 	smtputf8 := sess.Supports("SMTPUTF8")
 	pipelined := sess.Supports("PIPELINING")
 	_, onTLS := sess.TLS()
+	egressName := ""
+	if eg != nil {
+		egressName = eg.Name()
+	}
 	// inTxn and onConn count the RCPT commands the server answered in the
 	// open transaction and on this connection, controls included: that is
 	// what its limits count.
@@ -230,6 +333,11 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		}
 		if !e.router.waitForWork(ctx, h, e.cfg.IdleTimeout) {
 			return false, false
+		}
+		if !e.cfg.Budget.PausedUntil(h.operator).IsZero() {
+			// The operator pushed back too often: every session to it
+			// waits out the pause (in Budget.Session) before going on.
+			return true, false
 		}
 		room := min(e.router.txnLimit(h)-inTxn, connLimit-onConn)
 		if txnCapSeen > 0 {
@@ -260,22 +368,22 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 		if control != nil {
 			asked = append(batch[:len(batch):len(batch)], control)
 		}
-		if h.limiter != nil && !waitRate(ctx, h.limiter, len(asked)) {
-			e.router.requeue(h, batch)
-			return false, false
-		}
-		if !e.pause(ctx) {
+		if e.cfg.Budget.Rcpt(ctx, h.operator, h.limits, len(asked)) != nil || !e.pause(ctx) {
 			e.router.requeue(h, batch)
 			return false, false
 		}
 		for _, t := range batch {
 			t.tries++
 			t.lastTLS = &onTLS
+			t.lastEgress = egressName
 		}
+		h.stats.rcpt.Add(int64(len(asked)))
+		sent := time.Now()
 		var replies []probe.Reply
 		var err error
 		if mailOpen {
 			replies, err = sess.RcptBatch(ctx, addresses(asked))
+			h.stats.roundTrip(time.Since(sent))
 		} else {
 			// RSET (when a transaction came before), MAIL and the RCPTs
 			// in one pipelined group: one round trip, not three.
@@ -298,6 +406,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				// transaction is open and its RCPT answers stand.
 			}
 			needReset = false
+			h.stats.roundTrip(time.Since(sent))
 			switch mail := tr.Mail; {
 			case mail.Code == 0: // no answer to MAIL
 				e.retryOrFail(ctx, h, batch, err)
@@ -306,26 +415,47 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				mailOpen = true
 				replies = tr.Rcpts
 			case mail.Permanent() && mail.Code != 421:
-				// The sender is refused: nothing can be learnt about these recipients here.
+				// The sender, or we, are refused: nothing can be learnt
+				// about these recipients here.
+				d := e.classify(mail, verdict.StageMail, h)
+				h.stats.reply(mail, d)
+				reason := d.Reason
+				if reason != verdict.ReasonPolicyBlock {
+					reason = ReasonSenderRejected
+				}
 				for _, t := range batch {
-					e.conclude(t, output.StatusUnknown, ReasonSenderRejected, &mail, h.name)
+					e.conclude(t, output.StatusUnknown, reason, &mail, h.name)
+				}
+				if eg != nil && refusesEgress(d, mail) {
+					e.refuseEgress(eg, h, d)
+					return true, false // the next session goes out another way, if any is left
 				}
 				continue
 			default:
+				h.stats.reply(mail, e.classify(mail, verdict.StageMail, h))
 				e.retryOrFailReply(h, batch, mail, verdict.StageMail)
 				return true, onConn == 0 // pushed back before any answer
 			}
 		}
 		controlRefused := control != nil && len(replies) == len(asked) && replies[len(asked)-1].Permanent()
 		var suspects []*target
-		answered, restartTxn, endSession := 0, false, false
+		var refusedBy *verdict.Decision
+		answered, restartTxn, endSession, slowDown := 0, false, false, false
 		for i, reply := range replies {
 			t := asked[i]
 			if reply.Code == 421 {
+				h.stats.reply(reply, e.classify(reply, verdict.StageRcpt, h))
 				e.retryOrFailReply(h, unanswered(batch, i), reply, verdict.StageRcpt)
 				return true, onConn+answered == 0 // pushed back before any answer
 			}
 			d := e.classify(reply, verdict.StageRcpt, h)
+			h.stats.reply(reply, d)
+			switch {
+			case refusesEgress(d, reply):
+				refusedBy = &d
+			case d.Reason == verdict.ReasonRateLimited:
+				slowDown = true
+			}
 			if d.Reason == verdict.ReasonTooManyRecipients {
 				rest := unanswered(batch, i)
 				switch {
@@ -365,6 +495,16 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			}
 			e.conclude(t, d.Status, d.Reason, &reply, h.name)
 		}
+		if refusedBy != nil && eg != nil {
+			// Our address is refused: this egress asks the operator no
+			// more, and the addresses refused stay policy_block (they are
+			// not asked again from elsewhere: that would be evading the
+			// block). Unanswered ones go on over another egress, if any.
+			e.refuseEgress(eg, h, *refusedBy)
+			if err == nil && !restartTxn && !endSession {
+				return true, false
+			}
+		}
 		if controlRefused {
 			// The server refused postmaster too: it is refusing everything
 			// (an anti-harvest defence, an error limit), so its refusals
@@ -378,7 +518,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 			e.reaskSuspects(h, suspects, replies, asked)
 			switch {
 			case rounds > maxHarvestRounds:
-				e.giveUpHost(h)
+				e.giveUpHost(h, ReasonRefusesAll, nil)
 			case turn == 0 && allSuspect(batch):
 				e.giveUpDomain(h, control.dom)
 			}
@@ -392,6 +532,11 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session) (
 				e.retryOrFail(ctx, h, unanswered(batch, len(replies)), err)
 			}
 			return true, false
+		}
+		if slowDown {
+			// "Slow down": the session ends and the worker backs off; the
+			// operator's budget counts it as pushback.
+			return true, true
 		}
 		if restartTxn && sess.Closed() {
 			return true, false
@@ -419,22 +564,6 @@ func untry(targets []*target) {
 	for _, t := range targets {
 		t.tries--
 	}
-}
-
-// waitRate waits for n RCPT tokens of lim. A reservation that would end
-// after ctx's deadline is still waited for (until ctx ends): failing at
-// once instead, as rate.Limiter.WaitN does, would let the worker give its
-// connection up and a new one reconnect at once, in a loop.
-func waitRate(ctx context.Context, lim *rate.Limiter, n int) bool {
-	r := lim.ReserveN(time.Now(), min(n, lim.Burst()))
-	if !r.OK() {
-		return true
-	}
-	if d := r.Delay(); d > 0 && !sleepReal(ctx, d) {
-		r.Cancel()
-		return false
-	}
-	return true
 }
 
 // controlFor returns the positive control a batch needs, or nil: RCPT
@@ -494,36 +623,46 @@ func (e *engine) giveUpDomain(h *hostQueue, dom *domainState) {
 	e.mu.Lock()
 	dom.refusesAll = true
 	e.mu.Unlock()
-	e.concludeRefused(h, e.router.takeWhere(h, func(t *target) bool { return t.dom == dom && t.suspect > 0 }))
+	e.concludeRefused(h, e.router.takeWhere(h, func(t *target) bool { return t.dom == dom && t.suspect > 0 }), ReasonRefusesAll, nil)
 }
 
 // giveUpHost concludes every address at h, waiting or yet to come, without
-// asking: h refuses us.
-func (e *engine) giveUpHost(h *hostQueue) {
-	e.router.markRefusesAll(h)
-	e.concludeRefused(h, e.router.takeWhere(h, func(*target) bool { return true }))
+// asking: h refuses us everything (reason refuses_all), or every egress has
+// been refused by h's operator (policy_block, with the refusal's reply when
+// there is one).
+func (e *engine) giveUpHost(h *hostQueue, reason string, reply *probe.Reply) {
+	e.router.markRefusesAll(h, reason, reply)
+	reason, reply = e.router.refusal(h) // the first reason given stands
+	e.concludeRefused(h, e.router.takeWhere(h, func(*target) bool { return true }), reason, reply)
 }
 
-func (e *engine) concludeRefused(h *hostQueue, targets []*target) {
+func (e *engine) concludeRefused(h *hostQueue, targets []*target, reason string, reply *probe.Reply) {
 	for _, t := range targets {
-		e.conclude(t, output.StatusUnknown, ReasonRefusesAll, t.suspectReply, h.name)
+		r := reply
+		if reason == ReasonRefusesAll && t.suspect > 0 {
+			r = t.suspectReply
+		}
+		e.conclude(t, output.StatusUnknown, reason, r, h.name)
 	}
 }
 
 // dropRefusedAll concludes, as giveUpDomain and giveUpHost would, the
 // addresses of batch that arrived after them.
 func (e *engine) dropRefusedAll(h *hostQueue, batch []*target) []*target {
-	hostWide := e.router.refusesAll(h)
+	hostWide, reply := e.router.refusal(h)
 	kept := batch[:0]
 	for _, t := range batch {
 		e.mu.Lock()
 		domain := t.dom.refusesAll
 		e.mu.Unlock()
-		if hostWide || (domain && t.suspect > 0) {
+		switch {
+		case hostWide != "":
+			e.concludeRefused(h, []*target{t}, hostWide, reply)
+		case domain && t.suspect > 0:
 			e.conclude(t, output.StatusUnknown, ReasonRefusesAll, t.suspectReply, h.name)
-			continue
+		default:
+			kept = append(kept, t)
 		}
-		kept = append(kept, t)
 	}
 	return kept
 }

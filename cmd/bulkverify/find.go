@@ -11,6 +11,7 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
+	"github.com/bulkverify/bulkverify/report"
 	"github.com/bulkverify/bulkverify/resolve"
 )
 
@@ -42,7 +43,7 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if rf.resume {
 			return job{err: usageError{fmt.Errorf("--resume is not supported by find yet: run it again")}}
 		}
-		return job{input: in, run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
+		return job{input: in, command: "find", run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func(report.Row)) (sum pipeline.Summary, err error) {
 			out, err := openSink[output.FindResult](rf, src.Header(), stdout, pcfg.TempDir, csvOptions(cfg))
 			if err != nil {
 				return sum, err
@@ -54,7 +55,7 @@ func runFind(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}()
 			sink := out.sink
 			pcfg.Checkpoint = out.sync
-			fc := pipeline.FindConfig{Patterns: patterns, TopK: ff.top, OnResult: func(output.FindResult) { tick() }}
+			fc := pipeline.FindConfig{Patterns: patterns, TopK: ff.top, OnResult: func(r output.FindResult) { tick(findReportRow(r)) }}
 			if ff.candidates != "" {
 				f, err := os.Create(ff.candidates)
 				if err != nil {

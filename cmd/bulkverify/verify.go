@@ -19,6 +19,7 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
+	"github.com/bulkverify/bulkverify/report"
 	"github.com/bulkverify/bulkverify/resolve"
 	"github.com/bulkverify/bulkverify/signals"
 )
@@ -111,8 +112,9 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs, rf := newRunFlagSet("verify", "bulkverify verify [flags] INPUT.csv", stderr)
 	return runFile(ctx, fs, rf, args, stdin, stdout, stderr, func(ctx context.Context, cfg configs.Config) job {
 		return job{
-			input: input.Options{Column: cfg.Input.Column},
-			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (sum pipeline.Summary, err error) {
+			input:   input.Options{Column: cfg.Input.Column},
+			command: "verify",
+			run: func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func(report.Row)) (sum pipeline.Summary, err error) {
 				out, err := openSink[output.Result](rf, src.Header(), stdout, pcfg.TempDir, csvOptions(cfg))
 				if err != nil {
 					return sum, err
@@ -124,7 +126,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 				}()
 				pcfg.Skip = out.done.Has
 				pcfg.Checkpoint = out.sync
-				pcfg.OnResult = func(output.Result) { tick() }
+				pcfg.OnResult = func(r output.Result) { tick(reportRow(r)) }
 				return pipeline.Run(ctx, pcfg, res, src, out.sink)
 			},
 		}
@@ -133,9 +135,10 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 
 // job is what differs between the commands that process a whole file.
 type job struct {
-	input input.Options
-	run   func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func()) (pipeline.Summary, error)
-	err   error // a problem found while preparing the job (e.g. a bad patterns file)
+	input   input.Options
+	run     func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func(report.Row)) (pipeline.Summary, error)
+	command string // "verify" or "find", for the report
+	err     error  // a problem found while preparing the job (e.g. a bad patterns file)
 }
 
 // runFile parses the flags and runs the job that makeJob builds over the one
@@ -196,13 +199,30 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 		return usageError{errors.New("--resume needs an output file (-o FILE): it continues that file")}
 	}
 	pcfg := pipelineConfig(cfg)
-	if pcfg.Replies, err = replyTable(cfg); err != nil {
+	pcfg.Signals = rf.signals
+	rt, err := prepareRun(ctx, cfg, &pcfg, res, stderr)
+	if err != nil {
 		return err
 	}
 	bar := newProgress(rf.progress, stderr)
 	pcfg.OnTotal = bar.start
-	summary, runErr := j.run(ctx, pcfg, res, src, stdout, bar.row)
+	var tally report.Tally
+	started := time.Now()
+	summary, runErr := j.run(ctx, pcfg, res, src, stdout, func(r report.Row) {
+		bar.row()
+		if rf.report != "" {
+			tally.Add(r)
+		}
+	})
 	bar.finish()
+	summary.Refusals = rt.pool.Refusals()
+	if rf.report != "" {
+		data := reportData(j.command, inPath, started, summary, &tally, cfg, rf.signals)
+		summary.Report = &data
+		if err := report.WriteFile(rf.report, data); err != nil && runErr == nil {
+			runErr = fmt.Errorf("writing the report: %w", err)
+		}
+	}
 	var pe *input.ParseError
 	var he *input.HeaderError
 	var re *output.RecoverError
