@@ -14,6 +14,9 @@ import "time"
 //	implicit.test     127.0.0.30  no MX record; reached through the domain's own A record
 //	mx.slow.test      127.0.0.40  answers every RCPT after 1 s
 //	mx.catchall.test  127.0.0.50  accepts every local part of catchall.test
+//	gmail-smtp-in.l.google.com               127.0.0.60  MX of gmail.com (this world's)
+//	bigcorp-test.mail.protection.outlook.com 127.0.0.61  MX of bigcorp.test
+//	mx.gmial.com      127.0.0.62  accepts every local part of gmial.com
 //
 // Expected result of each data row of examples/leads.csv (row = 1-based data
 // row, status / reason as in DESIGN.md, SMTP reply if any):
@@ -39,6 +42,12 @@ import "time"
 //	19 alice@acme.test        deliverable                    250  (duplicate of row 1: same result, probed once)
 //	20 not-an-address         invalid / syntax               no DNS, no SMTP
 //	21 dave@acme.test         deliverable                    250
+//	22 jane.doe@gmail.com     deliverable                    250  (free provider; provider google)
+//	23 kim@bigcorp.test       deliverable                    250  (provider microsoft: a Microsoft 365 tenant)
+//	24 tom@mailinator.com     invalid / nxdomain             no SMTP (a disposable domain, not in this world)
+//	25 jane.doe@gmial.com     risky / typo_domain            250  (a known typo of gmail.com; accepts everything)
+//	26 pat@gmail.con          invalid / nxdomain             no SMTP (suggested: pat@gmail.com)
+//	27 info@globex.test       deliverable                    250  (a role account)
 //
 // For `bulkverify doctor --sandbox` the world also publishes what the
 // egress checks ask (a client on this machine sends from 127.0.0.1):
@@ -105,6 +114,25 @@ func Example() World {
 				Mailboxes: []string{"verify", "abuse", "postmaster"},
 			},
 			{Name: "sandbox.bulkverify.test", A: []string{"127.0.0.1"}},
+			// Names of real providers, served by this world alone, to show
+			// the provider and signal columns: gmail.com is a free
+			// provider run by Google; bigcorp.test a Microsoft 365 tenant;
+			// gmial.com a typo domain a typosquatter accepts everything at.
+			{
+				Name:      "gmail.com",
+				MX:        []MX{{Preference: 5, Host: "gmail-smtp-in.l.google.com"}},
+				Mailboxes: []string{"jane.doe"},
+			},
+			{
+				Name:      "bigcorp.test",
+				MX:        []MX{{Preference: 0, Host: "bigcorp-test.mail.protection.outlook.com"}},
+				Mailboxes: []string{"kim"},
+			},
+			{
+				Name:     "gmial.com",
+				MX:       []MX{{Preference: 10, Host: "mx.gmial.com"}},
+				CatchAll: true,
+			},
 		},
 		PTR: map[string]string{"127.0.0.1": "sandbox.bulkverify.test"},
 		DNSBLs: []DNSBL{
@@ -120,6 +148,9 @@ func Example() World {
 			{Name: "implicit.test", IP: "127.0.0.30"},
 			{Name: "mx.slow.test", IP: "127.0.0.40", RcptDelay: time.Second},
 			{Name: "mx.catchall.test", IP: "127.0.0.50"},
+			{Name: "gmail-smtp-in.l.google.com", IP: "127.0.0.60"},
+			{Name: "bigcorp-test.mail.protection.outlook.com", IP: "127.0.0.61"},
+			{Name: "mx.gmial.com", IP: "127.0.0.62"},
 		},
 	}
 }

@@ -188,6 +188,7 @@ func TestExampleLeads(t *testing.T) {
 		7: "250", 8: "550 5.1.1", 9: "250", 10: "250", 11: "550 5.1.1", 12: "250",
 		13: "550 5.1.1", 14: "null_mx", 15: "250", 16: "550 5.1.1", 17: "250",
 		18: "nxdomain", 19: "250", 20: "syntax", 21: "250",
+		22: "250", 23: "250", 24: "nxdomain", 25: "250", 26: "nxdomain", 27: "250",
 	}
 	if len(rows)-1 != len(want) {
 		t.Fatalf("%d data rows, want %d", len(rows)-1, len(want))

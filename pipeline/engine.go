@@ -482,13 +482,16 @@ func (e *engine) finish(v Verdict) Verdict {
 	if e.cfg.Signals != nil {
 		v.Signals = e.cfg.Signals.Of(v.Addr.Local, v.Addr.Domain, hasMailHost(v.Reason))
 	}
-	if v.Status == output.StatusDeliverable {
-		switch {
-		case v.Signals.TypoKnown:
-			v.Status, v.Reason = output.StatusRisky, verdict.ReasonTypoDomain
-		case acceptsAll && v.CatchAll == nil:
-			v.Status, v.Reason = output.StatusRisky, verdict.ReasonProviderAcceptsAll
-		}
+	accepted := v.Status == output.StatusDeliverable ||
+		(v.Status == output.StatusRisky && (v.Reason == ReasonAcceptAll || v.Reason == ReasonUncheckedMX))
+	switch {
+	case !accepted:
+	case v.Signals.TypoKnown:
+		// Named first: typosquatters' domains accept everything, and the
+		// typo is what the user must hear about.
+		v.Status, v.Reason = output.StatusRisky, verdict.ReasonTypoDomain
+	case acceptsAll && v.CatchAll == nil && v.Status == output.StatusDeliverable:
+		v.Status, v.Reason = output.StatusRisky, verdict.ReasonProviderAcceptsAll
 	}
 	e.router.countVerdict(v.MXHost, v.Status)
 	return v

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/signals"
 )
 
 // Column names find reads, each list in priority order (any case).
@@ -86,7 +87,11 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 	cfg.setDefaults()
 	start := time.Now()
 	sum := Summary{ByStatus: map[string]int{}, ByReason: map[string]int{}}
-	b, err := readPeople(src, fc)
+	isRole := signals.Default().IsRole
+	if cfg.Signals != nil {
+		isRole = cfg.Signals.IsRole
+	}
+	b, err := readPeople(src, fc, isRole)
 	if err != nil {
 		return sum, err
 	}
@@ -118,7 +123,9 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 	return sum, err
 }
 
-func readPeople(src *input.Reader, fc FindConfig) (findBatch, error) {
+// readPeople groups the people of src by domain, with their candidate
+// addresses; a role account (isRole) is never a candidate for a person.
+func readPeople(src *input.Reader, fc FindConfig, isRole func(string) bool) (findBatch, error) {
 	b := findBatch{byAddr: map[string][]candRef{}, domains: map[string]*findDomain{}}
 	firstCol, lastCol := src.Lookup(findFirstColumns()...), src.Lookup(findLastColumns()...)
 	nameCol := src.Lookup(findNameColumns()...)
@@ -171,7 +178,7 @@ func readPeople(src *input.Reader, fc FindConfig) (findBatch, error) {
 			invalid(ReasonNoName)
 			continue
 		}
-		cands := finder.Candidates(person, domain, fc.Patterns, fc.TopK)
+		cands := finder.CandidatesExcept(person, domain, fc.Patterns, fc.TopK, isRole)
 		if len(cands) == 0 {
 			invalid(finder.ReasonNoCandidates)
 			continue
