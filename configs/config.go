@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkverify/bulkverify/store"
 )
 
 //go:embed bulkverify.yaml
@@ -23,6 +25,7 @@ type Config struct {
 	Retry  Retry  `yaml:"retry"`
 	DNS    DNS    `yaml:"dns"`
 	Input  Input  `yaml:"input"`
+	Store  Store  `yaml:"store"`
 }
 
 // SMTP holds the settings of the probing SMTP client.
@@ -71,6 +74,20 @@ type DNS struct {
 // Input holds the settings of the CSV reader.
 type Input struct {
 	Column string `yaml:"column"`
+}
+
+// Store holds the settings of the verdict store (package store).
+type Store struct {
+	Enabled          bool                     `yaml:"enabled"`
+	Path             string                   `yaml:"path"`
+	Namespace        string                   `yaml:"namespace"`
+	SharedNamespaces []string                 `yaml:"shared_namespaces"`
+	Retention        time.Duration            `yaml:"retention"`
+	Fresh            map[string]time.Duration `yaml:"fresh"`
+	FreshReasons     map[string]time.Duration `yaml:"fresh_reasons"`
+	CatchAllFresh    time.Duration            `yaml:"catch_all_fresh"`
+	MaxAge           time.Duration            `yaml:"max_age"`
+	Refresh          bool                     `yaml:"refresh"`
 }
 
 // DefaultYAML returns the documented default configuration file.
@@ -164,5 +181,51 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("smtp.tls is %q; want opportunistic, require or off", c.SMTP.TLS)
 	}
+	return c.Store.validate()
+}
+
+func (s Store) validate() error {
+	if err := store.ValidateNamespace(s.Namespace); err != nil {
+		return fmt.Errorf("store.namespace: %w", err)
+	}
+	for _, ns := range s.SharedNamespaces {
+		if err := store.ValidateNamespace(ns); err != nil {
+			return fmt.Errorf("store.shared_namespaces: %w", err)
+		}
+	}
+	if s.Retention <= 0 {
+		return errors.New("store.retention must be positive")
+	}
+	if s.CatchAllFresh < 0 || s.MaxAge < 0 {
+		return errors.New("store.catch_all_fresh and store.max_age must not be negative")
+	}
+	statuses := store.DefaultByStatus()
+	for status, d := range s.Fresh {
+		if _, ok := statuses[status]; !ok {
+			return fmt.Errorf("store.fresh: unknown status %q (want deliverable, undeliverable, risky, unknown or invalid)", status)
+		}
+		if d < 0 {
+			return fmt.Errorf("store.fresh.%s must not be negative", status)
+		}
+	}
+	for reason, d := range s.FreshReasons {
+		if d < 0 {
+			return fmt.Errorf("store.fresh_reasons.%s must not be negative", reason)
+		}
+	}
 	return nil
+}
+
+// Options returns the store options these settings mean.
+func (s Store) Options() store.Options {
+	return store.Options{
+		Retention: s.Retention,
+		Freshness: store.Freshness{
+			ByStatus: s.Fresh,
+			ByReason: s.FreshReasons,
+			CatchAll: s.CatchAllFresh,
+			MaxAge:   s.MaxAge,
+			Refresh:  s.Refresh,
+		},
+	}
 }

@@ -20,6 +20,7 @@ import (
 type sharedFlags struct {
 	configPath string
 	sandbox    bool
+	noStore    bool           // --no-store (verify, find)
 	over       configs.Config // flag values; copied into the config only when set
 }
 
@@ -78,6 +79,16 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Limits.RcptPerTransaction = over.Limits.RcptPerTransaction
 		case "rcpt-per-connection":
 			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
+		case "store":
+			cfg.Store.Path = over.Store.Path
+		case "no-store":
+			cfg.Store.Enabled = !sf.noStore
+		case "store-namespace":
+			cfg.Store.Namespace = over.Store.Namespace
+		case "max-age":
+			cfg.Store.MaxAge = over.Store.MaxAge
+		case "refresh":
+			cfg.Store.Refresh = over.Store.Refresh
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -47,6 +47,7 @@ Usage:
   bulkverify verify [flags] INPUT.csv     verify the addresses of a CSV file ("-" = stdin)
   bulkverify find [flags] PEOPLE.csv      find the existing address of each person (name + domain)
   bulkverify probe [flags] ADDRESS        ask about one address, optionally showing the SMTP dialogue
+  bulkverify store stats|export|prune|forget   manage the verdict store (what runs remember)
   bulkverify config                       print the documented default config file
   bulkverify patterns                     print the documented default address patterns of find
   bulkverify help [command]
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runFind(ctx, args[1:], stdin, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, args[1:], stdout, stderr)
+	case "store":
+		return runStore(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(stdout, stderr)
 	case "patterns":

@@ -51,6 +51,7 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.IntVar(&over.Limits.RcptPerConnection, "rcpt-per-connection", over.Limits.RcptPerConnection, "RCPT TO per connection before reconnecting")
 	fs.Float64Var(&over.Limits.RcptPerSecondPerMX, "rcpt-rate", over.Limits.RcptPerSecondPerMX, "RCPT TO per second per MX host (0 = unlimited)")
 	fs.DurationVar(&over.Retry.MaxWait, "max-wait", over.Retry.MaxWait, "longest total wait for delayed retries of one address (0 = no retries)")
+	addStoreRunFlags(fs, rf.shared)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", usageLine)
 		fs.PrintDefaults()
