@@ -192,6 +192,9 @@ func Open(path string, opts Options) (*Store, error) {
 		// commit: commits are frequent, opens are not.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Address space reserved up front, so that a growing file is not
+		// remapped at every doubling (it costs no memory until touched).
+		InitialMmapSize: 256 << 20,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, &InUseError{Path: path}

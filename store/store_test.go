@@ -1,12 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -634,5 +637,50 @@ func TestClosed(t *testing.T) {
 	}
 	if err := s.Put(ctx(t), sample("default", "a@d.test", time.Now())); !errors.Is(err, ErrClosed) {
 		t.Errorf("Put after Close: %v", err)
+	}
+}
+
+// sortBatch orders by key, equal keys in Put order, whatever prefix the
+// keys share.
+func TestSortBatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var b batch
+		n := rng.IntN(300)
+		for range n {
+			k := []byte("default\x00d")
+			for range rng.IntN(12) {
+				k = append(k, "ab\x00c"[rng.IntN(4)])
+			}
+			off := uint32(len(b.buf))
+			b.buf = append(b.buf, k...)
+			voff := uint32(len(b.buf))
+			b.buf = append(b.buf, byte(len(b.ents)))
+			b.ents = append(b.ents, entRef{off, voff, uint32(len(b.buf))})
+		}
+		want := slices.Clone(b.ents)
+		slices.SortStableFunc(want, func(x, y entRef) int { return bytes.Compare(b.buf[x.k:x.v], b.buf[y.k:y.v]) })
+		sortBatch(&b)
+		if !slices.Equal(b.ents, want) {
+			t.Fatalf("round %d: sortBatch differs from a stable sort", round)
+		}
+	}
+}
+
+func TestSamePutTwiceInABatch(t *testing.T) {
+	clk := newClock()
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Now: clk.Now})
+	for i := range 3 {
+		v := sample("default", "a@d.test", clk.Now())
+		v.Attempts = i + 1
+		if err := s.Put(ctx(t), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookup(t, s, []string{"default"}, "d.test"); len(got) != 1 || got[0].Attempts != 3 {
+		t.Errorf("got %+v, want the last Put only", got)
 	}
 }

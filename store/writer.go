@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -376,17 +377,60 @@ func (w *writer) close() error {
 	return err
 }
 
+// sortBatch sorts the entries by key, and equal keys in the order they
+// were Put (their place in buf), so the last one wins. Keys in a batch share
+// a long prefix (namespace, then often "d"...), so each entry first gets the
+// 8 bytes that follow the prefix common to the whole batch, and only equal
+// abbreviations compare whole keys: most comparisons are of two integers.
+func sortBatch(b *batch) {
+	if len(b.ents) < 2 {
+		return
+	}
+	first := b.buf[b.ents[0].k:b.ents[0].v]
+	common := len(first)
+	for _, e := range b.ents[1:] {
+		k := b.buf[e.k:e.v]
+		n := min(common, len(k))
+		i := 0
+		for i < n && k[i] == first[i] {
+			i++
+		}
+		common = i
+	}
+	type abbrev struct {
+		a uint64
+		e entRef
+	}
+	keys := make([]abbrev, len(b.ents))
+	for i, e := range b.ents {
+		var a [8]byte
+		k := b.buf[e.k:e.v]
+		if common < len(k) {
+			copy(a[:], k[common:])
+		}
+		keys[i] = abbrev{binary.BigEndian.Uint64(a[:]), e}
+	}
+	slices.SortFunc(keys, func(x, y abbrev) int {
+		switch {
+		case x.a < y.a:
+			return -1
+		case x.a > y.a:
+			return 1
+		}
+		if c := bytes.Compare(b.buf[x.e.k:x.e.v], b.buf[y.e.k:y.e.v]); c != 0 {
+			return c
+		}
+		return int(x.e.k) - int(y.e.k)
+	})
+	for i := range keys {
+		b.ents[i] = keys[i].e
+	}
+}
+
 // writeBatch commits a batch: its verdicts as a new segment, its domain
 // and MX knowledge merged into their buckets, in one transaction.
 func (s *Store) writeBatch(b *batch) error {
-	// Sort by key, and equal keys in the order they were Put (their place
-	// in buf): the last one wins.
-	slices.SortFunc(b.ents, func(x, y entRef) int {
-		if c := bytes.Compare(b.buf[x.k:x.v], b.buf[y.k:y.v]); c != 0 {
-			return c
-		}
-		return int(x.k) - int(y.k)
-	})
+	sortBatch(b)
 	defer s.recycleBlocks()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if len(b.ents) > 0 {
