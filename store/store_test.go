@@ -684,3 +684,76 @@ func TestSamePutTwiceInABatch(t *testing.T) {
 		t.Errorf("got %+v, want the last Put only", got)
 	}
 }
+
+// A domain with more verdicts than one read transaction takes is read in
+// several, each address once and in order, across namespaces; fn may write
+// to the store meanwhile.
+func TestLookupLargeDomain(t *testing.T) {
+	clk := newClock()
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), Options{Now: clk.Now})
+	const n = 3*lookupBatch + 17
+	for i := range n {
+		ns := "a"
+		if i%3 == 0 {
+			ns = "b"
+		}
+		if err := s.Put(ctx(t), sample(ns, fmt.Sprintf("u%06d@big.test", i), clk.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 { // also in the other namespace, older
+			v := sample("b", fmt.Sprintf("u%06d@big.test", i), clk.Now().Add(-time.Hour))
+			if ns == "b" {
+				v.Namespace = "a"
+			}
+			if err := s.Put(ctx(t), v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range []string{"a.test", "zz.test"} {
+		if err := s.Put(ctx(t), sample("a", "x@"+d, clk.Now())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	domainsSeen := map[int]int{}
+	total, err := s.LookupDomains(ctx(t), []string{"a", "b"}, []string{"a.test", "big.test", "none.test", "zz.test"}, func(i int, v Verdict) bool {
+		domainsSeen[i]++
+		if i == 1 {
+			if !v.CheckedAt.Equal(clk.Now()) {
+				t.Errorf("%s: the older of two namespaces' verdicts", v.Address)
+			}
+			got = append(got, v.Address)
+		}
+		if len(got) == lookupBatch+1 {
+			// Writing from fn is allowed.
+			if err := s.Put(ctx(t), sample("c", "late@big.test", clk.Now())); err != nil {
+				t.Error(err)
+			}
+			if err := s.Flush(ctx(t)); err != nil {
+				t.Error(err)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != n+2 || len(got) != n || domainsSeen[0] != 1 || domainsSeen[2] != 0 || domainsSeen[3] != 1 {
+		t.Fatalf("gave %d (big.test %d), per domain %v", total, len(got), domainsSeen)
+	}
+	for i, a := range got {
+		if want := fmt.Sprintf("u%06d@big.test", i); a != want {
+			t.Fatalf("verdict %d is %s, want %s", i, a, want)
+		}
+	}
+	// Stopping early stops.
+	k := 0
+	total, err = s.LookupDomains(ctx(t), []string{"a"}, []string{"big.test"}, func(int, Verdict) bool { k++; return k < lookupBatch+5 })
+	if err != nil || total != lookupBatch+5 {
+		t.Errorf("stopped after %d, %v", total, err)
+	}
+}
