@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkverify/bulkverify/egress"
+	"github.com/bulkverify/bulkverify/store"
 )
 
 //go:embed bulkverify.yaml
@@ -31,6 +32,7 @@ type Config struct {
 	Egress  Egress  `yaml:"egress"`
 	Signals Signals `yaml:"signals"`
 	Replies Replies `yaml:"replies"`
+	Store   Store   `yaml:"store"`
 
 	Operators  Operators  `yaml:"operators"`
 	DoNotProbe DoNotProbe `yaml:"do_not_probe"`
@@ -149,6 +151,20 @@ type Signals struct {
 	Typos            bool          `yaml:"typos"`
 }
 
+// Store holds the settings of the verdict store (package store).
+type Store struct {
+	Enabled          bool                     `yaml:"enabled"`
+	Path             string                   `yaml:"path"`
+	Namespace        string                   `yaml:"namespace"`
+	SharedNamespaces []string                 `yaml:"shared_namespaces"`
+	Retention        time.Duration            `yaml:"retention"`
+	Fresh            map[string]time.Duration `yaml:"fresh"`
+	FreshReasons     map[string]time.Duration `yaml:"fresh_reasons"`
+	CatchAllFresh    time.Duration            `yaml:"catch_all_fresh"`
+	MaxAge           time.Duration            `yaml:"max_age"`
+	Refresh          bool                     `yaml:"refresh"`
+}
+
 // DefaultYAML returns the documented default configuration file.
 func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
@@ -263,7 +279,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s is %q; want extend or replace", m.name, m.value)
 		}
 	}
-	return c.Egress.validate()
+	if err := c.Egress.validate(); err != nil {
+		return err
+	}
+	return c.Store.validate()
 }
 
 // validate checks the egress section without touching the network, and
@@ -318,4 +337,50 @@ func (e Egress) validate() error {
 		}
 	}
 	return nil
+}
+
+func (s Store) validate() error {
+	if err := store.ValidateNamespace(s.Namespace); err != nil {
+		return fmt.Errorf("store.namespace: %w", err)
+	}
+	for _, ns := range s.SharedNamespaces {
+		if err := store.ValidateNamespace(ns); err != nil {
+			return fmt.Errorf("store.shared_namespaces: %w", err)
+		}
+	}
+	if s.Retention <= 0 {
+		return errors.New("store.retention must be positive")
+	}
+	if s.CatchAllFresh < 0 || s.MaxAge < 0 {
+		return errors.New("store.catch_all_fresh and store.max_age must not be negative")
+	}
+	statuses := store.DefaultByStatus()
+	for status, d := range s.Fresh {
+		if _, ok := statuses[status]; !ok {
+			return fmt.Errorf("store.fresh: unknown status %q (want deliverable, undeliverable, risky, unknown or invalid)", status)
+		}
+		if d < 0 {
+			return fmt.Errorf("store.fresh.%s must not be negative", status)
+		}
+	}
+	for reason, d := range s.FreshReasons {
+		if d < 0 {
+			return fmt.Errorf("store.fresh_reasons.%s must not be negative", reason)
+		}
+	}
+	return nil
+}
+
+// Options returns the store options these settings mean.
+func (s Store) Options() store.Options {
+	return store.Options{
+		Retention: s.Retention,
+		Freshness: store.Freshness{
+			ByStatus: s.Fresh,
+			ByReason: s.FreshReasons,
+			CatchAll: s.CatchAllFresh,
+			MaxAge:   s.MaxAge,
+			Refresh:  s.Refresh,
+		},
+	}
 }

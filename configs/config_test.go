@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkverify/bulkverify/egress"
+	"github.com/bulkverify/bulkverify/store"
 )
 
 // Every option must be spelled out in the default file, so that the file is
@@ -176,5 +177,58 @@ func TestEgressValidation(t *testing.T) {
 	c, err := Load(path)
 	if err != nil || !reflect.DeepEqual(c.Egress.CanaryDomains, []string{"example.org"}) {
 		t.Errorf("canary_domains = %v, %v", c.Egress.CanaryDomains, err)
+	}
+}
+
+// The documented defaults of the store section are the store's own.
+func TestStoreDefaultsMatchThePackage(t *testing.T) {
+	c := Default().Store
+	if !c.Enabled || c.Path != "" || c.Namespace != store.DefaultNamespace || len(c.SharedNamespaces) != 0 ||
+		c.Retention != store.DefaultRetention || c.CatchAllFresh != store.DefaultCatchAll || c.MaxAge != 0 || c.Refresh {
+		t.Errorf("store defaults: %+v", c)
+	}
+	if !reflect.DeepEqual(c.Fresh, store.DefaultByStatus()) {
+		t.Errorf("store.fresh = %v, package default %v", c.Fresh, store.DefaultByStatus())
+	}
+	if !reflect.DeepEqual(c.FreshReasons, store.DefaultByReason()) {
+		t.Errorf("store.fresh_reasons = %v, package default %v", c.FreshReasons, store.DefaultByReason())
+	}
+}
+
+func TestStoreSettings(t *testing.T) {
+	tests := []struct {
+		name, file, wantErr string
+		check               func(Store) bool
+	}{
+		{name: "partial fresh map keeps other defaults", file: "store:\n  fresh: {unknown: 1h}\n",
+			check: func(s Store) bool { return s.Fresh["unknown"] == time.Hour && s.Fresh["deliverable"] == 720*time.Hour }},
+		{name: "shared namespaces", file: "store:\n  shared_namespaces: [acme, globex]\n",
+			check: func(s Store) bool { return reflect.DeepEqual(s.SharedNamespaces, []string{"acme", "globex"}) }},
+		{name: "bad namespace", file: "store:\n  namespace: \"a b\"\n", wantErr: "store.namespace"},
+		{name: "bad shared namespace", file: "store:\n  shared_namespaces: [\"\"]\n", wantErr: "store.shared_namespaces"},
+		{name: "zero retention", file: "store:\n  retention: 0s\n", wantErr: "store.retention"},
+		{name: "unknown status", file: "store:\n  fresh: {deliverabel: 1h}\n", wantErr: "deliverabel"},
+		{name: "negative max age", file: "store:\n  max_age: -1h\n", wantErr: "max_age"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c.Store) {
+				t.Errorf("unexpected store settings %+v", c.Store)
+			}
+		})
 	}
 }

@@ -24,6 +24,7 @@ type sharedFlags struct {
 	configPath  string
 	sandbox     bool
 	noPreflight bool
+	noStore     bool           // --no-store (verify, find)
 	over        configs.Config // flag values; copied into the config only when set
 }
 
@@ -112,6 +113,16 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Signals.FreeFile = over.Signals.FreeFile
 		case "role-list":
 			cfg.Signals.RoleFile = over.Signals.RoleFile
+		case "store":
+			cfg.Store.Path = over.Store.Path
+		case "no-store":
+			cfg.Store.Enabled = !sf.noStore
+		case "store-namespace":
+			cfg.Store.Namespace = over.Store.Namespace
+		case "max-age":
+			cfg.Store.MaxAge = over.Store.MaxAge
+		case "refresh":
+			cfg.Store.Refresh = over.Store.Refresh
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -48,6 +48,7 @@ Usage:
   bulkverify find [flags] PEOPLE.csv      find the existing address of each person (name + domain)
   bulkverify probe [flags] ADDRESS        ask about one address, optionally showing the SMTP dialogue
   bulkverify doctor [flags]               check DNS, port 25, address, PTR, blocklists, MAIL FROM and SPF
+  bulkverify store stats|export|prune|forget   manage the verdict store (what runs remember)
   bulkverify config                       print the documented default config file
   bulkverify patterns                     print the documented default address patterns of find
   bulkverify explain [flags] "550 5.1.1 ..."  show how a server's reply is read, and by which rule
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runProbe(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(ctx, args[1:], stdout, stderr)
+	case "store":
+		return runStore(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(stdout, stderr)
 	case "patterns":

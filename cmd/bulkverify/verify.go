@@ -61,6 +61,7 @@ func newRunFlagSet(name, usageLine string, stderr io.Writer) (*flag.FlagSet, *ru
 	fs.StringVar(&over.Signals.DisposableFile, "disposable-list", over.Signals.DisposableFile, "`FILE` of disposable domains, one per line (extends the built-in list; signals.disposable_mode)")
 	fs.StringVar(&over.Signals.FreeFile, "free-list", over.Signals.FreeFile, "`FILE` of free webmail domains, one per line (extends the built-in list; signals.free_mode)")
 	fs.StringVar(&over.Signals.RoleFile, "role-list", over.Signals.RoleFile, "`FILE` of role local parts, one per line (extends the built-in list; signals.role_mode)")
+	addStoreRunFlags(fs, rf.shared)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", usageLine)
 		fs.PrintDefaults()
