@@ -290,7 +290,9 @@ func TestBadResponses(t *testing.T) {
 				mu.Unlock()
 				tc.handler(w, req)
 			})})
-			r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second, Attempts: 2})
+			// A generous timeout: the bad answer must be recognised as
+			// such, not waited out.
+			r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: 10 * time.Second, Attempts: 2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -740,7 +742,7 @@ func TestNewResolvConf(t *testing.T) {
 
 	t.Run("nameserver with port is used", func(t *testing.T) {
 		conf := write("withport.conf", "# test\nsearch example.test\nnameserver [127.0.0.1]:"+port+"\noptions ndots:1\n")
-		r, err := New(Config{ResolvConf: conf, Timeout: time.Second})
+		r, err := New(Config{ResolvConf: conf, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
