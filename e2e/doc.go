@@ -8,5 +8,7 @@
 // The package holds tests only. They skip, saying why, when nsd, postfix or
 // openssl are not installed, when not run as root, or with -short, so that a
 // plain "go test ./..." passes on any machine; .ci/run installs the Debian
-// packages so that CI runs them.
+// packages so that CI runs them, and sets BULKVERIFY_REQUIRE_E2E=1, which
+// turns each of those skips into a failure (see internal/testenv): in CI a
+// suite that did not run must not look like one that passed.
 package e2e

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/textproto"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +15,11 @@ import (
 	"github.com/miekg/dns"
 )
 
-const ioTimeout = 10 * time.Second
+// ioTimeout bounds every read, write and wait of these tests. It only guards
+// against a hang, so it is generous: no test waits for it to pass, and a slow
+// shared machine must never reach it. Where a test's point is that something
+// is not delayed, the delay it rules out is far longer than this.
+const ioTimeout = 30 * time.Second
 
 func startSim(t *testing.T, w World) *Sim {
 	t.Helper()
@@ -153,8 +158,11 @@ func (c *rawClient) ehlo() (int, []string) {
 	return code, ext
 }
 
-// closeWithin closes s and fails unless Close returns within d.
-func closeWithin(t *testing.T, s *Sim, d time.Duration) {
+// closeReturns closes s and fails if Close does not return. Each caller
+// holds Close up with something that never ends by itself (a client that
+// stays connected, an hour-long delay), so a Close that waits for it would
+// never return; ioTimeout only keeps such a failure from hanging the run.
+func closeReturns(t *testing.T, s *Sim) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- s.Close() }()
@@ -163,9 +171,42 @@ func closeWithin(t *testing.T, s *Sim, d time.Duration) {
 		if err != nil {
 			t.Errorf("Close: %v", err)
 		}
-	case <-time.After(d):
-		t.Fatalf("Close took more than %v", d)
+	case <-time.After(ioTimeout):
+		t.Fatalf("Close did not return in %v: it waits for a client or a delay that never ends", ioTimeout)
 	}
+}
+
+// waitGoroutines waits until no more goroutines run than before, failing
+// with every stack if that does not happen within ioTimeout. Close waited
+// for its goroutines; only the runtime's own bookkeeping may lag.
+func waitGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(ioTimeout)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines before Start, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// firstDone runs a and b at once and returns the index (0 or 1) of the one
+// that returned first. Comparing two exchanges that run side by side, rather
+// than timing one, keeps a loaded machine from failing a test: load slows
+// both alike. A t.Fatal inside either ends only its goroutine; the caller
+// should check t.Failed.
+func firstDone(a, b func()) int {
+	order := make(chan int, 2)
+	for i, f := range []func(){a, b} {
+		go func() {
+			defer func() { order <- i }()
+			f()
+		}()
+	}
+	first := <-order
+	<-order
+	return first
 }
 
 // fakeClock is a clock for Options.Now that only moves when told.

@@ -153,16 +153,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 	}
 	_ = l.Close()
 
-	// Close waited for its goroutines; only the runtime's own bookkeeping
-	// may lag, so allow it a moment without sleeping a fixed time.
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines before Start, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-	}
+	waitGoroutines(t, before)
 }
 
 // TestExampleLeads walks every row of examples/leads.csv through the example

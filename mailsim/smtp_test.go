@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -254,23 +255,42 @@ func TestRcptDelay(t *testing.T) {
 	t.Parallel()
 	const delay = 150 * time.Millisecond
 	w := World{
-		Domains: []Domain{{Name: "tarpit.test", MX: []MX{{Preference: 1, Host: "mx.tarpit.test"}}, Mailboxes: []string{"a"}}},
-		Hosts:   []Host{{Name: "mx.tarpit.test", IP: "127.0.0.73", RcptDelay: delay}},
+		Domains: []Domain{{Name: "tarpit.test", MX: []MX{
+			{Preference: 1, Host: "mx.tarpit.test"}, {Preference: 2, Host: "mx.tarpit2.test"},
+		}, Mailboxes: []string{"a"}}},
+		Hosts: []Host{
+			{Name: "mx.tarpit.test", IP: "127.0.0.73", RcptDelay: delay},
+			{Name: "mx.tarpit2.test", IP: "127.0.0.75", RcptDelay: time.Hour},
+		},
 	}
 	s := startSim(t, w)
 	c := dialSMTP(t, s, "127.0.0.73")
 	c.expect("EHLO client.test", 250, "")
-	start := time.Now()
 	c.expect("MAIL FROM:<>", 250, "")
-	if d := time.Since(start); d >= delay {
-		t.Errorf("MAIL took %v; only RCPT is delayed", d)
-	}
 	for _, rcpt := range []string{"a", "b"} {
 		start := time.Now()
 		c.cmd("RCPT TO:<" + rcpt + "@tarpit.test>")
 		if d := time.Since(start); d < delay {
 			t.Errorf("RCPT %s answered after %v, want >= %v", rcpt, d, delay)
 		}
+	}
+
+	// Only RCPT is delayed: on a host that holds every RCPT for an hour,
+	// the other commands are answered within ioTimeout, which an hour's
+	// delay would exceed, and a RCPT is not.
+	c = dialSMTP(t, s, "127.0.0.75")
+	c.expect("EHLO client.test", 250, "")
+	c.expect("MAIL FROM:<>", 250, "")
+	c.expect("RSET", 250, "")
+	c.expect("MAIL FROM:<>", 250, "")
+	c.expect("NOOP", 250, "")
+	// And the hour is real: the RCPT is still unanswered a while later.
+	if err := c.tp.PrintfLine("RCPT TO:<a@tarpit.test>"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if code, msg, err := c.tp.ReadResponse(0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("RCPT answered %d %q (%v) by a host that delays it an hour", code, msg, err)
 	}
 }
 

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bulkverify/bulkverify/finder"
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/output"
-	"github.com/bulkverify/bulkverify/resolve"
 )
 
 func findWorld() mailsim.World {
@@ -38,10 +36,7 @@ func findWorld() mailsim.World {
 // runFind runs find over csvText and returns the person rows and candidate rows.
 func (h *harness) runFind(csvText string, fc FindConfig) ([]row, []row) {
 	h.t.Helper()
-	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}, Timeout: time.Second, Attempts: 2})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	res := h.resolver()
 	src, err := input.NewReader(strings.NewReader(csvText), input.Options{Names: FindDomainColumns()})
 	if err != nil {
 		h.t.Fatal(err)
@@ -57,7 +52,7 @@ func (h *harness) runFind(csvText string, fc FindConfig) ([]row, []row) {
 	if fc.Patterns == nil {
 		fc.Patterns = finder.DefaultPatterns()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
 	if _, err := Find(ctx, h.cfg, fc, res, src, sink); err != nil {
 		h.t.Fatalf("Find: %v", err)
@@ -159,6 +154,7 @@ func TestFind(t *testing.T) {
 func TestFindReportsDomainPatternOnEveryRow(t *testing.T) {
 	h := newHarness(t, findWorld())
 	rows, _ := h.runFind("name,domain\nAda Lovelace,initial.test\nGrace Hopper,initial.test\nNobody Here,initial.test\n", FindConfig{TopK: 4})
+	checkEveryRowOnce(t, rows, 3) // the loop below proves nothing about rows that are missing
 	for _, r := range rows {
 		if r["domain_pattern"] != "flast" {
 			t.Errorf("%s %s: domain_pattern=%q", r["name"], r["email"], r["domain_pattern"])

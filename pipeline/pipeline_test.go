@@ -3,13 +3,16 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/miekg/dns"
 
 	"github.com/bulkverify/bulkverify/input"
@@ -65,11 +68,35 @@ type harness struct {
 	cfg Config
 }
 
+// Timeouts of the harness only guard against hangs: generous, so that a
+// loaded machine never turns a slow reply into a "timeout" verdict. Tests
+// that mean to hit a timeout set their own.
+const (
+	probeTimeout = 30 * time.Second
+	runTimeout   = 60 * time.Second // a whole Run; longer than any one timeout
+)
+
 func newHarness(t *testing.T, w mailsim.World) *harness {
+	t.Helper()
+	return newHarnessOpts(t, w, mailsim.Options{})
+}
+
+// newFakeClockHarness is newHarness on a fake clock that drives both the
+// pipeline's retry schedule and back-off (Config.Clock) and the servers'
+// greylisting (Options.Now): time moves only when the test advances it.
+func newFakeClockHarness(t *testing.T, w mailsim.World) (*harness, *clockwork.FakeClock) {
+	t.Helper()
+	fc := clockwork.NewFakeClock()
+	h := newHarnessOpts(t, w, mailsim.Options{Now: fc.Now})
+	h.cfg.Clock = fc
+	return h, fc
+}
+
+func newHarnessOpts(t *testing.T, w mailsim.World, opts mailsim.Options) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	sim, err := mailsim.Start(ctx, w, mailsim.Options{})
+	sim, err := mailsim.Start(ctx, w, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +105,27 @@ func newHarness(t *testing.T, w mailsim.World) *harness {
 		Probe: probe.Config{
 			HeloName:        "probe.bulkverify.test",
 			MailFrom:        "verify@bulkverify.test",
-			ConnectTimeout:  2 * time.Second,
-			GreetingTimeout: 5 * time.Second,
-			CommandTimeout:  5 * time.Second,
+			ConnectTimeout:  probeTimeout,
+			GreetingTimeout: probeTimeout,
+			CommandTimeout:  probeTimeout,
 		},
-		SMTPPort:    sim.SMTPPort(),
-		IdleTimeout: 500 * time.Millisecond,
+		SMTPPort: sim.SMTPPort(),
+		// A connection waits this long for addresses of its host that are
+		// still being resolved; long, so that a slow DNS answer on a
+		// loaded machine does not cost a second connection.
+		IdleTimeout: 5 * time.Second,
 	}}
+}
+
+// resolver asks the world's DNS server. Its timeout only guards against a
+// hang; no test here waits for a DNS timeout.
+func (h *harness) resolver() *resolve.Resolver {
+	h.t.Helper()
+	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}, Timeout: 10 * time.Second, Attempts: 2})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res
 }
 
 // row is one output row as a map from column name to value.
@@ -93,30 +134,71 @@ type row map[string]string
 // run verifies csvText and returns the output rows and the summary.
 func (h *harness) run(csvText string) ([]row, Summary) {
 	h.t.Helper()
-	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}, Timeout: time.Second, Attempts: 2})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	src, err := input.NewReader(strings.NewReader(csvText), input.Options{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out bytes.Buffer
-	sink, err := output.NewCSV(&out, src.Header())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
-	sum, err := Run(ctx, h.cfg, res, src, sink)
+	rows, sum, err := h.start(ctx, csvText)()
 	if err != nil {
 		h.t.Fatalf("Run: %v", err)
 	}
-	rows := parseRows(h.t, &out)
 	if got := h.sim.TotalCommands("DATA"); got != 0 {
 		h.t.Errorf("the servers saw DATA %d times", got)
 	}
 	return rows, sum
+}
+
+// start runs the verification of csvText in the background and returns a
+// func that waits for it (failing the test if it has not ended within
+// runTimeout, whatever ctx says) and returns its rows, summary and error.
+func (h *harness) start(ctx context.Context, csvText string) func() ([]row, Summary, error) {
+	h.t.Helper()
+	res := h.resolver()
+	src, err := input.NewReader(strings.NewReader(csvText), input.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := &lockedBuffer{}
+	sink, err := output.NewCSV(out, src.Header())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	cfg := h.cfg
+	type result struct {
+		sum Summary
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sum, err := Run(ctx, cfg, res, src, sink)
+		done <- result{sum, err}
+	}()
+	return func() ([]row, Summary, error) {
+		h.t.Helper()
+		select {
+		case r := <-done:
+			return parseRows(h.t, bytes.NewBufferString(out.String())), r.sum, r.err
+		case <-time.After(runTimeout):
+			h.t.Fatalf("Run has not returned after %v", runTimeout)
+			return nil, Summary{}, nil
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a test may read while Run writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // byEmail indexes rows by the raw input column "email"; duplicates keep the last.
@@ -379,39 +461,40 @@ func TestDuplicatesProbedOnce(t *testing.T) {
 
 func TestCancelledRunStops(t *testing.T) {
 	w := world()
-	w.Hosts[0].RcptDelay = 10 * time.Second
+	w.Hosts[0].RcptDelay = time.Hour // a tarpit: only the cancellation can end its wait
 	h := newHarness(t, w)
-	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := input.NewReader(strings.NewReader("email\nalice@acme.test\nann@one.test\n"), input.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	sink, err := output.NewCSV(&out, src.Header())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.cfg.OnResult = func(r output.Result) { cancel() } // stop once the fast domain is written
-	done := make(chan error, 1)
-	go func() {
-		_, err := Run(ctx, h.cfg, res, src, sink)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("cancelled run returned no error")
+	defer cancel()
+	// Stop once the fast domain is written and the tarpit holds a RCPT.
+	h.cfg.OnResult = func(r output.Result) {
+		go func() {
+			waitFor(t, "a RCPT at the tarpit", func() bool { return h.sim.Commands("mx1.acme.test", "RCPT") > 0 })
+			cancel()
+		}()
+	}
+	// start's guard (runTimeout) fails the test if Run waits for the tarpit.
+	rows, _, err := h.start(ctx, "email\nalice@acme.test\nann@one.test\n")()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run returned %v, want context.Canceled", err)
+	}
+	if len(rows) != 1 || rows[0]["email"] != "ann@one.test" || rows[0]["status"] != "deliverable" {
+		t.Errorf("want exactly the result decided before cancelling (ann@one.test, deliverable), got %v", rows)
+	}
+}
+
+// waitFor polls cond until it holds; after runTimeout it fails the test
+// (Errorf: it may run outside the test's goroutine) and returns false.
+func waitFor(t *testing.T, what string, cond func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(runTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("waited %v for %s", runTimeout, what)
+			return false
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("cancelled run did not return while a server stalled")
+		time.Sleep(time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "ann@one.test") {
-		t.Errorf("the result decided before cancelling was not written:\n%s", out.String())
-	}
+	return true
 }
 
 // Past MemoryRows the rows spill to partition files; every row still comes

@@ -3,7 +3,9 @@ package probe
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,14 +85,24 @@ func (p *peer) greetMail(ext ...string) bool {
 }
 
 // drain waits for the client to go away, so the script does not close first.
+// A client still connected when the script's safety net expires was waiting
+// for something that never came (most likely one of its timeouts, which
+// testConfig makes an hour long): that fails the test.
 func (p *peer) drain() {
 	buf := make([]byte, 512)
 	for {
 		if _, err := p.c.Read(buf); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				p.t.Errorf("server: the client neither went on nor hung up within %v", safetyNet)
+			}
 			return
 		}
 	}
 }
+
+// safetyNet is how long a scripted server connection may last. It only keeps
+// a broken test from hanging: no test waits for it.
+const safetyNet = 30 * time.Second
 
 // serve runs script on the first connection accepted on a fresh loopback
 // listener and returns the address. Cleanup waits for the script to end.
@@ -109,7 +121,7 @@ func serve(t *testing.T, script func(p *peer)) string {
 		}
 		defer c.Close()
 		// Only a safety net so a broken test fails instead of hanging.
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_ = c.SetDeadline(time.Now().Add(safetyNet))
 		script(&peer{t: t, c: c, r: bufio.NewReader(c)})
 	}()
 	t.Cleanup(func() {
@@ -119,12 +131,16 @@ func serve(t *testing.T, script func(p *peer)) string {
 	return l.Addr().String()
 }
 
+// testConfig's timeouts are an hour: a test that means to hit a timeout sets
+// its own, short one, and a client that waits out a timeout it should not
+// have waited for leaves the server's safety net to expire, which fails the
+// test (see drain) instead of passing it a little later.
 func testConfig() Config {
 	return Config{
 		HeloName:        "probe.test",
-		ConnectTimeout:  2 * time.Second,
-		GreetingTimeout: 2 * time.Second,
-		CommandTimeout:  2 * time.Second,
+		ConnectTimeout:  time.Hour,
+		GreetingTimeout: time.Hour,
+		CommandTimeout:  time.Hour,
 	}
 }
 
@@ -137,4 +153,21 @@ func dial(t *testing.T, addr string, cfg Config) *Session {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// returns runs f and fails the test if f has not returned within safetyNet:
+// for a call that must end by itself (a dropped connection) while every
+// timeout that could also end it is an hour away.
+func returns(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(safetyNet):
+		t.Fatalf("%s has not returned after %v: it waits for a timeout", what, safetyNet)
+	}
 }

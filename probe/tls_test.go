@@ -238,7 +238,7 @@ func serveSeq(t *testing.T, scripts ...func(p *peer)) (addr string, accepted fun
 				c.Close()
 				continue
 			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_ = c.SetDeadline(time.Now().Add(safetyNet))
 			scripts[i](&peer{t: t, c: c, r: bufio.NewReader(c)})
 			c.Close()
 		}
@@ -468,12 +468,11 @@ func TestStartTLSScripted(t *testing.T) {
 			cfg := testConfig()
 			cfg.TLS = tt.mode
 			cfg.Transcript = &tr
+			// testConfig's timeouts are an hour: a Dial that waited for one
+			// instead of reading what the server did would leave the
+			// server's safety net to expire, which fails the test (drain).
 			ctx := context.Background()
-			start := time.Now()
 			s, err := Dial(ctx, addr, cfg)
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("Dial took %v", d)
-			}
 			switch {
 			case tt.wantTLSErr != "":
 				var te *TLSError
@@ -536,10 +535,13 @@ func TestStalledHandshake(t *testing.T) {
 		want    error
 		conns   int
 	}{
-		{"require, command timeout", TLSRequire, 200 * time.Millisecond, false, os.ErrDeadlineExceeded, 1},
-		{"require, cancelled", TLSRequire, 30 * time.Second, true, context.Canceled, 1},
-		{"opportunistic, cancelled does not reconnect", TLSOpportunistic, 30 * time.Second, true, context.Canceled, 1},
-		{"opportunistic, command timeout reconnects", TLSOpportunistic, 200 * time.Millisecond, false, nil, 2},
+		// The short timeouts also bound every other command of the test,
+		// so they leave a loaded machine room; the hour-long ones can end
+		// only by cancellation (or the server's safety net, which fails).
+		{"require, command timeout", TLSRequire, time.Second, false, os.ErrDeadlineExceeded, 1},
+		{"require, cancelled", TLSRequire, time.Hour, true, context.Canceled, 1},
+		{"opportunistic, cancelled does not reconnect", TLSOpportunistic, time.Hour, true, context.Canceled, 1},
+		{"opportunistic, command timeout reconnects", TLSOpportunistic, time.Second, false, nil, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -559,9 +561,6 @@ func TestStalledHandshake(t *testing.T) {
 			start := time.Now()
 			s, err := Dial(ctx, addr, cfg)
 			d := time.Since(start)
-			if d > 2*time.Second {
-				t.Errorf("Dial returned after %v", d)
-			}
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("Dial: %v", err)
@@ -585,8 +584,8 @@ func TestStalledHandshake(t *testing.T) {
 					t.Errorf("err = %v: TLSError only in require mode", err)
 				}
 			}
-			if !tt.cancel && d < 150*time.Millisecond {
-				t.Errorf("Dial returned after %v, before the 200ms timeout", d)
+			if !tt.cancel && d < tt.timeout {
+				t.Errorf("Dial returned after %v, before the %v timeout", d, tt.timeout)
 			}
 			if n := accepted(); n != tt.conns {
 				t.Errorf("server saw %d connections, want %d", n, tt.conns)

@@ -172,17 +172,6 @@ func TestConfigCommandPrintsDefaults(t *testing.T) {
 	}
 }
 
-func TestInterruptedExitCode(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"verify", "--sandbox", "-", "--progress", "off"},
-		strings.NewReader("email\nalice@acme.test\n"), &stdout, &stderr)
-	if code != exitInterrupted {
-		t.Errorf("exit %d, want %d; stderr:\n%s", code, exitInterrupted, stderr.String())
-	}
-}
-
 func TestFindSandboxExample(t *testing.T) {
 	dir := t.TempDir()
 	out, cands := filepath.Join(dir, "found.csv"), filepath.Join(dir, "candidates.csv")
