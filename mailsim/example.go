@@ -14,9 +14,9 @@ import "time"
 //	implicit.test     127.0.0.30  no MX record; reached through the domain's own A record
 //	mx.slow.test      127.0.0.40  answers every RCPT after 1 s
 //	mx.catchall.test  127.0.0.50  accepts every local part of catchall.test
-//	gmail-smtp-in.l.google.com               127.0.0.60  MX of gmail.com (this world's)
-//	bigcorp-test.mail.protection.outlook.com 127.0.0.61  MX of bigcorp.test
-//	mx.gmial.com      127.0.0.62  accepts every local part of gmial.com
+//	gmail-smtp-in.l.google.com               127.0.0.63  MX of gmail.com (this world's)
+//	bigcorp-test.mail.protection.outlook.com 127.0.0.64  MX of bigcorp.test
+//	mx.gmial.com      127.0.0.65  accepts every local part of gmial.com
 //
 // Expected result of each data row of examples/leads.csv (row = 1-based data
 // row, status / reason as in DESIGN.md, SMTP reply if any):
@@ -148,9 +148,9 @@ func Example() World {
 			{Name: "implicit.test", IP: "127.0.0.30"},
 			{Name: "mx.slow.test", IP: "127.0.0.40", RcptDelay: time.Second},
 			{Name: "mx.catchall.test", IP: "127.0.0.50"},
-			{Name: "gmail-smtp-in.l.google.com", IP: "127.0.0.60"},
-			{Name: "bigcorp-test.mail.protection.outlook.com", IP: "127.0.0.61"},
-			{Name: "mx.gmial.com", IP: "127.0.0.62"},
+			{Name: "gmail-smtp-in.l.google.com", IP: "127.0.0.63"},
+			{Name: "bigcorp-test.mail.protection.outlook.com", IP: "127.0.0.64"},
+			{Name: "mx.gmial.com", IP: "127.0.0.65"},
 		},
 	}
 }

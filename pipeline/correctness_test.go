@@ -24,53 +24,6 @@ import (
 	"github.com/bulkverify/bulkverify/resolve"
 )
 
-// running is a Run in progress, for tests that move a fake clock or cancel
-// while it works.
-type running struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	out    bytes.Buffer
-	sum    Summary
-	err    error
-}
-
-// start runs csvText in the background.
-func (h *harness) start(csvText string) *running {
-	h.t.Helper()
-	res, err := resolve.New(resolve.Config{Servers: []string{h.sim.DNSAddr()}, Timeout: time.Second, Attempts: 2})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	src, err := input.NewReader(strings.NewReader(csvText), input.Options{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	r := &running{done: make(chan struct{})}
-	sink, err := output.NewCSV(&r.out, src.Header())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	r.cancel = cancel
-	h.t.Cleanup(cancel)
-	go func() {
-		defer close(r.done)
-		r.sum, r.err = Run(ctx, h.cfg, res, src, sink)
-	}()
-	return r
-}
-
-// wait returns the rows once the run has ended.
-func (r *running) wait(t *testing.T) []row {
-	t.Helper()
-	select {
-	case <-r.done:
-	case <-time.After(time.Minute):
-		t.Fatal("the run did not end")
-	}
-	return parseRows(t, &r.out)
-}
-
 // waitForTimer blocks until the run has n timers or sleepers on clock.
 func waitForTimer(t *testing.T, clock *clockwork.FakeClock, n int) {
 	t.Helper()
@@ -96,12 +49,17 @@ func TestDownPrimaryAndStaleBackupMX(t *testing.T) {
 	clock := clockwork.NewFakeClock()
 	h.cfg.Clock = clock
 	h.cfg.RetryDelay, h.cfg.RetryRounds, h.cfg.MaxWait = time.Minute, 1, time.Hour
-	r := h.start("email\nann@stale.test\nbob@allgone.test\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := h.start(ctx, "email\nann@stale.test\nbob@allgone.test\n")
 
 	// ann's domain could not be reached: it waits for a delayed retry.
 	waitForTimer(t, clock, 1)
 	clock.Advance(time.Minute)
-	rows := r.wait(t)
+	rows, _, err := wait()
+	if err != nil {
+		t.Fatal(err)
+	}
 	checkEveryRowOnce(t, rows, 2)
 	e := byEmail(rows)
 	if got := e["ann@stale.test"]; got["status"] != "unknown" || got["reason"] != "connection_failed" {
@@ -269,12 +227,14 @@ func TestStopWritesAcceptancesWaitingForCatchAll(t *testing.T) {
 	clock := clockwork.NewFakeClock()
 	h.cfg.Clock = clock
 	h.cfg.RetryDelay, h.cfg.RetryRounds, h.cfg.MaxWait = time.Minute, 3, time.Hour
-	r := h.start("email\nalice@acme.test\nbob@acme.test\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := h.start(ctx, "email\nalice@acme.test\nbob@acme.test\n")
 	waitForTimer(t, clock, 1) // the catch-all check's retry is due in a minute
-	r.cancel()
-	rows := r.wait(t)
-	if !errors.Is(r.err, context.Canceled) {
-		t.Errorf("Run: %v, want context.Canceled", r.err)
+	cancel()
+	rows, _, err := wait()
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Run: %v, want context.Canceled", err)
 	}
 	checkEveryRowOnce(t, rows, 2)
 	for _, row := range rows {

@@ -74,9 +74,11 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 			pushedBack = 0
 			continue
 		}
-		// Back off before knocking again: 1 s, 2 s, 4 s … at most 30 s.
+		// Back off before knocking again: 1 s, 2 s, 4 s … at most 30 s;
+		// not when the last address is decided meanwhile: the run would
+		// wait for the pause to end.
 		pushedBack++
-		if !e.sleep(ctx, min(time.Second<<(pushedBack-1), 30*time.Second)) {
+		if !e.router.hasPending(h) || !e.sleep(ctx, min(time.Second<<(pushedBack-1), 30*time.Second)) {
 			return
 		}
 	}
@@ -111,7 +113,8 @@ func (e *engine) session(ctx context.Context, h *hostQueue) (again, troubled, st
 	return again, troubled, false
 }
 
-// sleep waits d on the run's clock; false when ctx ended first.
+// sleep waits d on the run's clock; false when ctx ended first, or every
+// address of the run was decided.
 func (e *engine) sleep(ctx context.Context, d time.Duration) bool {
 	t := e.cfg.Clock.NewTimer(d)
 	defer t.Stop()
@@ -119,6 +122,8 @@ func (e *engine) sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.Chan():
 		return true
 	case <-ctx.Done():
+		return false
+	case <-e.router.allDone:
 		return false
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bulkverify/bulkverify/internal/testenv"
 	"math"
 	"net/url"
 	"os"
@@ -22,18 +23,14 @@ import (
 const chromiumPath = "/usr/bin/chromium"
 
 // requireBrowser returns the browser to test with. Without it the test
-// skips, saying why — unless BULKVERIFY_REQUIRE_E2E=1 (CI, which installs
-// the packages), where a missing browser is a failure, not a silent skip.
+// skips, saying why, unless CI demands every suite run (testenv).
 func requireBrowser(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("report: real-browser test skipped in -short mode")
+		testenv.Unavailable(t, "report: real-browser test skipped in -short mode")
 	}
 	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("BULKVERIFY_REQUIRE_E2E") == "1" {
-			t.Fatalf("report: BULKVERIFY_REQUIRE_E2E=1 but %s is missing (%v); install the Debian package chromium (.ci/run does)", chromiumPath, err)
-		}
-		t.Skipf("report: %s not found (%v); install the Debian package chromium (see .ci/run) to run the real-browser test", chromiumPath, err)
+		testenv.Unavailable(t, "report: %s not found (%v); install the Debian package chromium (see .ci/run) to run the real-browser test", chromiumPath, err)
 	}
 	return chromiumPath
 }

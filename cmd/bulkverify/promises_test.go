@@ -52,9 +52,11 @@ func startWorld(t *testing.T, w mailsim.World) *mailsim.Sim {
 }
 
 // simArgs points the CLI at sim.
+// simArgs point a run at sim. The preflight is off: a test world has no
+// canary domains (the sandbox has; the preflight has tests of its own).
 func simArgs(sim *mailsim.Sim) []string {
 	return []string{"--resolver", sim.DNSAddr(), "--port", strconv.Itoa(sim.SMTPPort()),
-		"--helo", "probe.cli.test", "--progress", "off"}
+		"--helo", "probe.cli.test", "--progress", "off", "--no-preflight"}
 }
 
 // writeFile writes content to name in dir and returns its path.
@@ -117,9 +119,10 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	dir := t.TempDir()
 	closed := closedPort(t, "127.0.9.1")
 	config := func(name string, port int) string {
-		// No delayed retries: a refused connection is final at once.
+		// No delayed retries: a refused connection is final at once. No
+		// preflight: the test world has no canary domains.
 		return writeFile(t, dir, name, fmt.Sprintf("smtp:\n  helo_name: probe.cli.test\n  port: %d\n"+
-			"dns:\n  resolver: %q\nretry:\n  max_wait: 0s\n", port, sim.DNSAddr()))
+			"dns:\n  resolver: %q\nretry:\n  max_wait: 0s\negress:\n  preflight: false\n", port, sim.DNSAddr()))
 	}
 	good, bad := config("good.yaml", sim.SMTPPort()), config("bad.yaml", closed)
 	in := writeFile(t, dir, "in.csv", "email\nann@fast.test\n")

@@ -100,7 +100,7 @@ func startSignalRun(t *testing.T, bin, dnsAddr string, smtpPort int, input strin
 	cfg := writeFile(t, dir, "c.yaml", "smtp:\n  idle_timeout: 1h\ndns:\n  timeout: 1h\n  attempts: 1\nretry:\n  max_wait: 0s\n")
 	r := &signalRun{in: writeFile(t, dir, "in.csv", input), out: filepath.Join(dir, "out.csv"), finished: make(chan struct{})}
 	r.args = []string{"verify", r.in, "-o", r.out, "--config", cfg, "--resolver", dnsAddr,
-		"--port", strconv.Itoa(smtpPort), "--helo", "probe.cli.test", "--progress", "off"}
+		"--port", strconv.Itoa(smtpPort), "--helo", "probe.cli.test", "--progress", "off", "--no-preflight"}
 	r.cmd = exec.Command(bin, r.args...)
 	r.cmd.Env = append(os.Environ(), "BULKVERIFY_CONFIG=")
 	r.cmd.Stderr = &r.stderr

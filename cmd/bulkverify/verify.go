@@ -313,7 +313,9 @@ func openSink[T output.Row[T]](rf *runFlags, header []string, stdout io.Writer, 
 	default:
 		f, err := os.Create(rf.output)
 		if err != nil {
-			return nil, usageError{err}
+			// Exit 1, as the README says of an output that cannot be
+			// written: the command line was right.
+			return nil, fmt.Errorf("writing %s: %w", rf.output, err)
 		}
 		w, out.sync, out.close = f, syncer(f), f.Close
 	}
