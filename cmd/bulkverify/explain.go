@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bulkverify/bulkverify/configs"
+	"github.com/bulkverify/bulkverify/operator"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/verdict"
 )
@@ -28,7 +29,9 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		configPath = fs.String("config", os.Getenv("BULKVERIFY_CONFIG"), "config `FILE` whose replies.file is used (default $BULKVERIFY_CONFIG)")
 		replies    = fs.String("replies", "", "your rules for reading replies, tried before the built-in ones (`FILE`; overrides replies.file)")
 		stage      = fs.String("stage", string(verdict.StageRcpt), "the command the reply answered (`STAGE`): banner, ehlo, mail or rcpt")
-		operator   = fs.String("operator", "", "the operator running the mail exchanger (`NAME`), as the operator table names it: google, microsoft, yahoo, ...")
+		opName     = fs.String("operator", "", "the operator running the mail exchanger (`NAME`), as the operator table names it: google, microsoft, yahoo, ...")
+		mxHost     = fs.String("mx", "", "the mail exchanger that sent the reply (`HOST`); its operator is looked up in the operator table")
+		operators  = fs.String("operators", "", "your operator table (`FILE`), over the built-in one (overrides operators.file)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bulkverify explain [flags] REPLY [MORE-LINES...]\n\n"+
@@ -73,20 +76,37 @@ func runExplain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if !slices.Contains(verdict.Stages(), st) {
 		return fail(fmt.Errorf("--stage %q: want banner, ehlo, mail or rcpt", *stage))
 	}
-	file := *replies
-	if file == "" && *configPath != "" {
+	file, opFile := *replies, *operators
+	if *configPath != "" {
 		cfg, err := configs.Load(*configPath)
 		if err != nil {
 			return fail(err)
 		}
-		file = cfg.Replies.File
+		if file == "" {
+			file = cfg.Replies.File
+		}
+		if opFile == "" {
+			opFile = cfg.Operators.File
+		}
 	}
 	table, err := verdict.Load(file)
 	if err != nil {
 		return fail(err)
 	}
-	e := table.Explain(verdict.Input{Reply: reply, Stage: st, Operator: *operator})
-	printExplanation(&escapingWriter{w: stdout}, table, reply, st, *operator, e)
+	if *mxHost != "" {
+		if *opName != "" {
+			return fail(errors.New("give --operator or --mx, not both"))
+		}
+		ops, err := operator.Load(opFile)
+		if err != nil {
+			return fail(err)
+		}
+		if op := ops.Lookup(*mxHost); !op.Own() {
+			*opName = op.Name
+		}
+	}
+	e := table.Explain(verdict.Input{Reply: reply, Stage: st, Operator: *opName})
+	printExplanation(&escapingWriter{w: stdout}, table, reply, st, *opName, e)
 	return exitOK
 }
 
@@ -177,6 +197,15 @@ func printExplanation(w io.Writer, t *verdict.Table, r probe.Reply, st verdict.S
 
 // runReplies prints the documented built-in reply rules, a starting point
 // for a user's own file.
+// runOperators prints the documented built-in operator table.
+func runOperators(stdout, stderr io.Writer) int {
+	if _, err := stdout.Write(configs.DefaultOperatorsYAML()); err != nil {
+		fmt.Fprintf(stderr, "bulkverify: %v\n", err)
+		return exitFatal
+	}
+	return exitOK
+}
+
 func runReplies(stdout, stderr io.Writer) int {
 	if _, err := stdout.Write(configs.DefaultRepliesYAML()); err != nil {
 		fmt.Fprintf(stderr, "bulkverify: %v\n", err)

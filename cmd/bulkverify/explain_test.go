@@ -36,6 +36,11 @@ func TestExplain(t *testing.T) {
 			has: []string{"enhanced: 5.1.1", "reason:   mailbox_unknown", "rule:     mailbox-unknown-text (built-in)"}},
 		{name: "lines as arguments, marks missing", args: []string{"550 Verification failed for <p@example.org>", "550 Unrouteable address", "550 Sender verify failed"},
 			has: []string{"reply:    550 Verification failed for <p@example.org>", "          550 Sender verify failed", "reason:   sender_rejected", "rule:     exim-sender-verify"}},
+		{name: "operator of an MX host", args: []string{"--mx", "contoso-com.mail.protection.outlook.com", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)"},
+			has: []string{"operator: microsoft", "reason:   mailbox_unknown"}},
+		{name: "MX host of no operator", args: []string{"--mx", "mail.example.org", "550 5.1.1 no such user"},
+			has: []string{"operator: not given"}},
+		{name: "operator and MX both", args: []string{"--mx", "x.example", "--operator", "google", "550 5.1.1 x"}, code: exitUsage, err: "not both"},
 		{name: "stdin", stdin: "550-5.1.1 The email account that you tried to reach does not exist.\r\n550 5.1.1 https://support.google.com/mail/?p=NoSuchUser - gsmtp\r\n", args: []string{"--operator", "google", "-"},
 			has: []string{"operator: google", "status:   undeliverable", "reason:   mailbox_unknown"}},
 		{name: "stage", args: []string{"--stage", "mail", "550 5.7.1 blocked by EarthLink. Go away"},
@@ -113,5 +118,12 @@ func TestRepliesFlagIsChecked(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "", "probe", "--sandbox", "--replies", mine, "zack@acme.test")
 	if code != exitOK || !strings.Contains(stdout, "status=risky reason=mailbox_full code=550") {
 		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
+
+func TestOperatorsCommandPrintsTheTable(t *testing.T) {
+	code, stdout, _ := runCLI(t, "", "operators")
+	if code != exitOK || !strings.Contains(stdout, "name: microsoft") || !strings.Contains(stdout, "*.mail.protection.outlook.com") {
+		t.Errorf("exit %d:\n%s", code, stdout)
 	}
 }

@@ -42,6 +42,7 @@ func addSharedFlags(fs *flag.FlagSet) *sharedFlags {
 	fs.StringVar(&over.SMTP.TLS, "tls", over.SMTP.TLS, "STARTTLS: opportunistic, require or off")
 	fs.Var((*listFlag)(&over.Egress.Proxies), "proxy", "send through the SOCKS5 proxy `socks5://[user:password@]host:port` (repeatable; replaces egress.proxies; ${NAME} reads a secret from the environment)")
 	fs.Var((*listFlag)(&over.Egress.SourceIPs), "source-ip", "send from the local `address` (repeatable, connections rotate; replaces egress.source_ips)")
+	fs.StringVar(&over.Operators.File, "operators", over.Operators.File, "your table of mail operators and their limits, over the built-in one (`FILE`; see \"bulkverify operators\")")
 	fs.StringVar(&over.Replies.File, "replies", over.Replies.File, "your rules for reading replies, tried before the built-in ones (`FILE`; see \"bulkverify replies\")")
 	return sf
 }
@@ -99,6 +100,8 @@ func (sf *sharedFlags) config(fs *flag.FlagSet) (configs.Config, error) {
 			cfg.Limits.RcptPerTransaction = over.Limits.RcptPerTransaction
 		case "rcpt-per-connection":
 			cfg.Limits.RcptPerConnection = over.Limits.RcptPerConnection
+		case "operators":
+			cfg.Operators.File = over.Operators.File
 		case "formula-safe":
 			cfg.Output.FormulaSafe = over.Output.FormulaSafe
 		case "proxy":

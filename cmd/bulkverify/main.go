@@ -53,6 +53,7 @@ Usage:
   bulkverify patterns                     print the documented default address patterns of find
   bulkverify explain [flags] "550 5.1.1 ..."  show how a server's reply is read, and by which rule
   bulkverify replies                      print the documented built-in rules that read replies
+  bulkverify operators                    print the documented table of mail operators and their limits
   bulkverify help [command]
 
 Run "bulkverify COMMAND -h" for the flags of a command.
@@ -82,6 +83,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPatterns(stdout, stderr)
 	case "explain":
 		return runExplain(args[1:], stdin, stdout, stderr)
+	case "operators":
+		return runOperators(stdout, stderr)
 	case "replies":
 		return runReplies(stdout, stderr)
 	case "help", "-h", "--help", "-help":
