@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/bulkverify/bulkverify/internal/testenv"
+	"maps"
 	"math"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -512,4 +514,50 @@ func checkBars(t *testing.T, name string, c chartEl, values map[string]float64, 
 			t.Errorf("%s chart: bar %q is %.4f of the track, want %.4f", name, b.Key, b.Segs[0]/b.Track, v/top)
 		}
 	}
+}
+
+// The report a real run writes shows the numbers of that run's summary JSON
+// (its "report" field): the bulkverify binary verifies the sandbox's example
+// list with --report and --summary, and the browser reads the page.
+func TestRunReportMatchesSummary(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bulkverify")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/bulkverify")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building bulkverify: %v\n%s", err, out)
+	}
+	html, summary := filepath.Join(dir, "report.html"), filepath.Join(dir, "summary.json")
+	run := exec.Command(bin, "verify", "--sandbox", "../examples/leads.csv", "-o", filepath.Join(dir, "out.csv"),
+		"--report", html, "--summary", summary, "--progress", "off", "--no-store")
+	run.Env = append(os.Environ(), "BULKVERIFY_CONFIG=")
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("bulkverify verify --sandbox: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Rows     int            `json:"rows"`
+		ByStatus map[string]int `json:"by_status"`
+		Report   *Data          `json:"report"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil || s.Report == nil {
+		t.Fatalf("summary without report data: %v\n%s", err, raw)
+	}
+	d := *s.Report
+	if d.Rows != s.Rows || !maps.Equal(d.ByStatus, s.ByStatus) || d.Rows == 0 {
+		t.Fatalf("the summary's report data (%d rows, %v) differs from the summary itself (%d rows, %v)", d.Rows, d.ByStatus, s.Rows, s.ByStatus)
+	}
+	if d.Signals.Disposable == 0 || d.Signals.Role == 0 || d.Signals.TypoSuggested == 0 || d.Signals.ByProvider["google"] == 0 {
+		t.Errorf("the example run's signals are not all counted: %+v", d.Signals)
+	}
+	c := listen(ctx)
+	p := load(t, ctx, html, 1280, false)
+	if probs := c.problems(t, ctx); len(probs) > 0 {
+		t.Errorf("console problems:\n%s", strings.Join(probs, "\n"))
+	}
+	checkNumbers(t, p, pointers(t, d))
+	checkCharts(t, p, d)
 }
