@@ -120,6 +120,7 @@ type Conn struct {
 	jobs     jetstream.KeyValue
 	workers  jetstream.KeyValue
 	leases   jetstream.KeyValue
+	rates    jetstream.KeyValue
 	catchAll jetstream.KeyValue
 	verdicts jetstream.KeyValue
 }
@@ -247,6 +248,7 @@ func (c *Conn) setup(ctx context.Context) error {
 		{&c.jobs, jetstream.KeyValueConfig{Bucket: JobsBucket, Description: "bulkverify jobs and their progress"}},
 		{&c.workers, jetstream.KeyValueConfig{Bucket: WorkersBucket, Description: "bulkverify workers alive", TTL: c.cfg.HeartbeatTTL}},
 		{&c.leases, jetstream.KeyValueConfig{Bucket: LeasesBucket, Description: "bulkverify politeness budget per operator", TTL: c.cfg.LeaseTTL}},
+		{&c.rates, jetstream.KeyValueConfig{Bucket: RatesBucket, Description: "bulkverify RCPT rates and pushback per operator", TTL: 24 * time.Hour}},
 		{&c.catchAll, jetstream.KeyValueConfig{Bucket: CatchAllBucket, Description: "bulkverify accept-all answers per domain", TTL: c.cfg.CatchAllTTL}},
 		{&c.verdicts, jetstream.KeyValueConfig{Bucket: VerdictsBucket, Description: "bulkverify verdict cache", TTL: c.cfg.VerdictMaxAge}},
 	}

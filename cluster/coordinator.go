@@ -361,7 +361,16 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 		return co.finish(ctx, job, st)
 	}
 
+	// The job's state is its done marks, not the consumer's: results a
+	// Collect before this one was given and did not acknowledge would
+	// wait out the ack wait in an old consumer, so every Collect starts a
+	// consumer of its own from the start of the job's results, and drops
+	// those of units marked done. One Collect runs per job at a time.
 	rctx, cancel := c.request(ctx)
+	if err := c.results.DeleteConsumer(rctx, resultsConsumer(job)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cancel()
+		return fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+	}
 	cons, err := c.results.CreateOrUpdateConsumer(rctx, jetstream.ConsumerConfig{
 		Durable:       resultsConsumer(job),
 		Description:   "results of job " + job + " for its coordinator",

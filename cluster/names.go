@@ -43,11 +43,15 @@ const (
 	// units they are probing (run.JOB.UNIT). Its TTL is the heartbeat TTL,
 	// so a dead worker disappears by itself.
 	WorkersBucket = "bulkverify-v1-workers"
-	// LeasesBucket holds the politeness budget: session leases
-	// (s.OPERATOR.SLOT), waiters (w.OPERATOR.BUDGET), RCPT token buckets
-	// (r.OPERATOR) and pushback state (p.OPERATOR). Its TTL is the lease
-	// TTL: a lease whose holder stops renewing it expires.
-	LeasesBucket = "bulkverify-v1-budget"
+	// LeasesBucket holds the session leases of the politeness budget
+	// (s.OPERATOR.SLOT) and the marks of budgets waiting for one
+	// (w.OPERATOR.BUDGET). Its TTL is the lease TTL: a lease whose holder
+	// stops renewing it expires.
+	LeasesBucket = "bulkverify-v1-leases"
+	// RatesBucket holds the rest of the budget, which must outlive a lease:
+	// RCPT token buckets (r.OPERATOR) and pushback state and pauses
+	// (p.OPERATOR). Its TTL (a day) only forgets operators no longer asked.
+	RatesBucket = "bulkverify-v1-rates"
 	// CatchAllBucket holds each domain's accept-all answer and the claim of
 	// the worker asking now (ca.DOMAIN).
 	CatchAllBucket = "bulkverify-v1-catchall"
@@ -111,4 +115,14 @@ func keyToken(name string) string {
 		return name
 	}
 	return "=" + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+// tokenName is keyToken undone.
+func tokenName(tok string) string {
+	if len(tok) > 0 && tok[0] == '=' {
+		if b, err := base64.RawURLEncoding.DecodeString(tok[1:]); err == nil {
+			return string(b)
+		}
+	}
+	return tok
 }
