@@ -31,6 +31,7 @@ type Config struct {
 	Egress  Egress  `yaml:"egress"`
 	Signals Signals `yaml:"signals"`
 	Replies Replies `yaml:"replies"`
+	Cluster Cluster `yaml:"cluster"`
 }
 
 // Replies holds the settings of the reading of servers' replies.
@@ -239,6 +240,9 @@ func (c Config) Validate() error {
 		if m.value != "extend" && m.value != "replace" {
 			return fmt.Errorf("%s is %q; want extend or replace", m.name, m.value)
 		}
+	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
 	}
 	return c.Egress.validate()
 }
