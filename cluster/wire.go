@@ -96,11 +96,10 @@ type resultMsg struct {
 
 // Errors of the wire and of ids; callers branch on them with errors.Is.
 var (
-	ErrBadID       = errors.New("cluster: bad id")
-	ErrUnitTooBig  = errors.New("cluster: unit too big")
-	ErrBadUnit     = errors.New("cluster: bad unit")
-	ErrBadVersion  = errors.New("cluster: unknown wire version")
-	ErrNotWorkable = errors.New("cluster: unit cannot be probed")
+	ErrBadID      = errors.New("cluster: bad id")
+	ErrUnitTooBig = errors.New("cluster: unit too big")
+	ErrBadUnit    = errors.New("cluster: bad unit")
+	ErrBadVersion = errors.New("cluster: unknown wire version")
 )
 
 // Check reports whether u can be published: ids that fit in subjects,
