@@ -227,3 +227,54 @@ func TestServerRestart(t *testing.T) {
 		}
 	}
 }
+
+// A unit that fails on every delivery: on its last one the worker gives
+// its addresses unknown/worker_failed, so the job still completes with a
+// result for every address; results stored before the failure are kept.
+func TestUnitFailsOnEveryDelivery(t *testing.T) {
+	ts := startJetStream(t)
+	cfg := testConfig(ts.URL())
+	cfg.MaxDeliver = 2
+	c := connect(t, cfg)
+	units := makeUnits("fail", 2, 3, plainLocal)
+	ctx := context.Background()
+	co := c.Coordinator()
+	if _, err := co.Submit(ctx, "fail", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	tries := 0
+	failing := ProberFunc(func(ctx context.Context, u Unit, emit func(Result)) error {
+		if u.ID != "u0" {
+			for _, a := range u.Addresses {
+				emit(Result{Key: a.Key, Status: "deliverable", Reason: "accepted"})
+			}
+			return nil
+		}
+		mu.Lock()
+		tries++
+		mu.Unlock()
+		// The first address gets its answer, then the engine fails.
+		if u.Addresses[0].Key == 1 {
+			emit(Result{Key: 1, Status: "deliverable", Reason: "accepted"})
+		}
+		return fmt.Errorf("engine broke")
+	})
+	runWorker(t, connect(t, cfg), WorkerConfig{ID: "w", Prober: failing, PollWait: 200 * time.Millisecond})
+	var got collected
+	collect(t, co, "fail", CollectOptions{FlushInterval: 20 * time.Millisecond}, &got)
+	if len(got.got) != 6 || len(got.dups) != 0 {
+		t.Fatalf("%d results, dups %v", len(got.got), got.dups)
+	}
+	if r := got.got[1]; r.Status != "deliverable" {
+		t.Errorf("key 1, answered before the failure: %+v", r)
+	}
+	for _, k := range []uint64{2, 3} {
+		if r := got.got[k]; r.Status != "unknown" || r.Reason != ReasonWorkerFailed {
+			t.Errorf("key %d: %+v, want unknown/%s", k, r, ReasonWorkerFailed)
+		}
+	}
+	if tries != 2 {
+		t.Errorf("unit tried %d times, want MaxDeliver = 2", tries)
+	}
+}

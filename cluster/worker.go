@@ -81,6 +81,10 @@ type Worker struct {
 	cfg     WorkerConfig
 	started time.Time
 	busy    atomic.Int64
+	// ackWait and maxDeliver are the shared consumer's, which the process
+	// that created or last updated it set: they rule, not this Config.
+	ackWait    time.Duration
+	maxDeliver int
 	stats   struct {
 		units, results, skipped, givenBack, failed, unreadable atomic.Int64
 	}
@@ -142,6 +146,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.c.js.Consumer(ctx, UnitsStream, WorkersConsumer)
 	if err != nil {
 		return fmt.Errorf("%w: consumer %s: %v", ErrUnavailable, WorkersConsumer, err)
+	}
+	w.ackWait, w.maxDeliver = w.c.cfg.AckWait, w.c.cfg.MaxDeliver
+	if info := cons.CachedInfo(); info != nil {
+		w.ackWait, w.maxDeliver = info.Config.AckWait, info.Config.MaxDeliver
 	}
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
@@ -248,7 +256,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		w.stats.units.Add(1)
-	case storeErr == nil && md.NumDelivered >= uint64(w.c.cfg.MaxDeliver) && ctx.Err() == nil:
+	case storeErr == nil && w.maxDeliver > 0 && md.NumDelivered >= uint64(w.maxDeliver) && ctx.Err() == nil:
 		// The last delivery: no worker will get the unit again, so its
 		// addresses left get a row saying so.
 		failed := newUnitPublisher(w.c, u, size, host)
@@ -281,7 +289,7 @@ func (w *Worker) probe(ctx context.Context, msg jetstream.Msg, u Unit, pub *unit
 	defer cancel()
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(max(w.c.cfg.AckWait/3, 10*time.Millisecond))
+		t := time.NewTicker(max(w.ackWait/3, 10*time.Millisecond))
 		defer t.Stop()
 		for {
 			select {
