@@ -454,7 +454,11 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 				return err
 			}
 			if !rec.Submitted {
-				if rec, _, err = c.jobRecord(ctx, job); err != nil {
+				if err := retryUnavailable(ctx, func() error {
+					var err error
+					rec, _, err = c.jobRecord(ctx, job)
+					return err
+				}); err != nil {
 					return err
 				}
 				st.inRecord = hostSet(rec)
@@ -525,11 +529,12 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 	}
 	for _, id := range st.complete {
 		u := st.units[id]
-		if err := c.putJSON(ctx, c.jobs, doneKey(job, id), struct {
+		mark := struct {
 			Addresses int       `json:"addresses"`
 			Host      string    `json:"host"`
 			At        time.Time `json:"at"`
-		}{u.size, u.host, c.cfg.Now()}); err != nil {
+		}{u.size, u.host, c.cfg.Now()}
+		if err := retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, doneKey(job, id), mark) }); err != nil {
 			return err
 		}
 		for _, m := range u.msgs {
@@ -547,14 +552,29 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 	}
 	st.complete = st.complete[:0]
 	st.prog.Updated = c.cfg.Now()
-	return c.putJSON(ctx, c.jobs, progressKey(job), st.prog)
+	return retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, progressKey(job), st.prog) })
+}
+
+// retryUnavailable calls f until it succeeds, fails for another reason
+// than JetStream being away (a server restarting, a leader being elected),
+// or ctx ends.
+func retryUnavailable(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w (giving up: %v)", err, ctx.Err())
+		}
+	}
 }
 
 // finish marks the job finished in its progress record.
 func (co *Coordinator) finish(ctx context.Context, job string, st *collectState) error {
 	st.prog.Finished = true
 	st.prog.Updated = co.c.cfg.Now()
-	return co.c.putJSON(ctx, co.c.jobs, progressKey(job), st.prog)
+	return retryUnavailable(ctx, func() error { return co.c.putJSON(ctx, co.c.jobs, progressKey(job), st.prog) })
 }
 
 // failExhausted gives the addresses of a unit no worker could finish (each
