@@ -85,7 +85,7 @@ type Worker struct {
 	// that created or last updated it set: they rule, not this Config.
 	ackWait    time.Duration
 	maxDeliver int
-	stats   struct {
+	stats      struct {
 		units, results, skipped, givenBack, failed, unreadable atomic.Int64
 	}
 }
