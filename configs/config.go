@@ -33,6 +33,7 @@ type Config struct {
 	Signals Signals `yaml:"signals"`
 	Replies Replies `yaml:"replies"`
 	Store   Store   `yaml:"store"`
+	Cluster Cluster `yaml:"cluster"`
 
 	Operators  Operators  `yaml:"operators"`
 	DoNotProbe DoNotProbe `yaml:"do_not_probe"`
@@ -278,6 +279,9 @@ func (c Config) Validate() error {
 		if m.value != "extend" && m.value != "replace" {
 			return fmt.Errorf("%s is %q; want extend or replace", m.name, m.value)
 		}
+	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
 	}
 	if err := c.Egress.validate(); err != nil {
 		return err

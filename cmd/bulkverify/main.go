@@ -54,6 +54,8 @@ Usage:
   bulkverify explain [flags] "550 5.1.1 ..."  show how a server's reply is read, and by which rule
   bulkverify replies                      print the documented built-in rules that read replies
   bulkverify operators                    print the documented table of mail operators and their limits
+  bulkverify worker --nats URL [flags]    run a cluster worker (NATS JetStream)
+  bulkverify cluster status --nats URL    show a cluster's workers and jobs
   bulkverify help [command]
 
 Run "bulkverify COMMAND -h" for the flags of a command.
@@ -87,10 +89,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runOperators(stdout, stderr)
 	case "replies":
 		return runReplies(stdout, stderr)
+	case "worker":
+		return runWorker(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return runCluster(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		if len(args) > 1 {
 			switch args[1] {
-			case "verify", "find", "probe", "doctor", "explain":
+			case "verify", "find", "probe", "doctor", "explain", "worker":
 				return run(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
 			}
 		}

@@ -1,0 +1,210 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// CatchAllShare lets the workers of a cluster ask each domain's accept-all
+// question once between them. A domain's key (ca.DOMAIN of CatchAllBucket)
+// is in one of three states:
+//
+//   - absent: nobody knows or asks; the first Claim takes it and must then
+//     find the answer and Put it, or Abandon the claim;
+//   - claimed: a worker is asking now; others Wait for its answer. A claim
+//     older than ClaimTTL (its worker died or hangs) is taken over by the
+//     next Claim;
+//   - answered: the answer, with when it was found; kept for CatchAllTTL,
+//     then the domain is asked again.
+//
+// Answers that are not an answer (a temporary failure, a timeout) are not
+// shared: the claimant Abandons, and the next asker tries itself.
+type CatchAllShare interface {
+	// Claim returns the domain's answer when it is known (answer != nil).
+	// Otherwise mine tells whether the caller now holds the claim (it must
+	// Put or Abandon), or another worker does (the caller may Wait).
+	Claim(ctx context.Context, domain string) (answer *bool, mine bool, err error)
+	// Put records the claimant's answer and ends its claim.
+	Put(ctx context.Context, domain string, acceptsAll bool) error
+	// Abandon ends the caller's claim without an answer.
+	Abandon(ctx context.Context, domain string) error
+	// Wait waits until the domain is answered (answer != nil), or its claim
+	// ends without an answer or goes stale (nil: the caller may Claim
+	// again), or ctx ends.
+	Wait(ctx context.Context, domain string) (answer *bool, err error)
+}
+
+// catchAllEntry is the value of ca.DOMAIN.
+type catchAllEntry struct {
+	Answer  *bool     `json:"answer,omitempty"` // nil: claimed, not answered yet
+	Claimer string    `json:"claimer,omitempty"`
+	At      time.Time `json:"at"` // when claimed, or answered
+}
+
+// CatchAll is the cluster's CatchAllShare. Each value has its own claimer
+// id: use one per process. Safe for concurrent use.
+type CatchAll struct {
+	c  *Conn
+	id string
+}
+
+var _ CatchAllShare = (*CatchAll)(nil)
+
+// CatchAll returns a CatchAllShare with a claimer id of its own.
+func (c *Conn) CatchAll() *CatchAll { return &CatchAll{c: c, id: idSafe(nuid.Next())} }
+
+// Claim implements CatchAllShare.
+func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error) {
+	key := catchAllKey(domain)
+	mine, _ := json.Marshal(catchAllEntry{Claimer: s.id, At: s.c.cfg.Now()})
+	for {
+		var e catchAllEntry
+		rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)
+		rctx, cancel := s.c.request(ctx)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = s.c.catchAll.Create(rctx, key, mine)
+		case err != nil:
+			cancel()
+			return nil, false, err
+		case e.Answer != nil:
+			cancel()
+			return e.Answer, false, nil
+		case e.Claimer == s.id:
+			cancel()
+			return nil, true, nil
+		case s.c.cfg.Now().Sub(e.At) < s.c.cfg.ClaimTTL:
+			cancel()
+			return nil, false, nil
+		default: // a stale claim: take it over
+			_, err = s.c.catchAll.Update(rctx, key, mine, rev)
+		}
+		cancel()
+		if err == nil {
+			return nil, true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, false, fmt.Errorf("%w: claiming %s: %v", ErrUnavailable, domain, err)
+		}
+		// Someone else wrote first: read again.
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// Put implements CatchAllShare. It is written whoever claims: an answer
+// found is worth keeping even when the claim went stale meanwhile.
+func (s *CatchAll) Put(ctx context.Context, domain string, acceptsAll bool) error {
+	return s.c.putJSON(ctx, s.c.catchAll, catchAllKey(domain), catchAllEntry{Answer: &acceptsAll, At: s.c.cfg.Now()})
+}
+
+// Abandon implements CatchAllShare: the claim is deleted if it is still
+// the caller's.
+func (s *CatchAll) Abandon(ctx context.Context, domain string) error {
+	key := catchAllKey(domain)
+	var e catchAllEntry
+	rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if e.Answer != nil || e.Claimer != s.id {
+		return nil
+	}
+	rctx, cancel := s.c.request(ctx)
+	defer cancel()
+	if err := s.c.catchAll.Delete(rctx, key, jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("%w: abandoning %s: %v", ErrUnavailable, domain, err)
+	}
+	return nil
+}
+
+// Wait implements CatchAllShare with a watch on the domain's key.
+func (s *CatchAll) Wait(ctx context.Context, domain string) (*bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.c.catchAll.Watch(wctx, catchAllKey(domain))
+	if err != nil {
+		return nil, fmt.Errorf("%w: watching %s: %v", ErrUnavailable, domain, err)
+	}
+	defer w.Stop()
+	// A claim that goes stale changes nothing in the bucket: check its age
+	// now and then.
+	stale := time.NewTimer(s.c.cfg.ClaimTTL)
+	defer stale.Stop()
+	seen := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-stale.C:
+			return nil, nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("%w: watching %s: closed", ErrUnavailable, domain)
+			}
+			if e == nil {
+				if !seen {
+					return nil, nil // no claim (any more): the caller may claim
+				}
+				continue
+			}
+			seen = true
+			if e.Operation() != jetstream.KeyValuePut {
+				return nil, nil // abandoned
+			}
+			var v catchAllEntry
+			if json.Unmarshal(e.Value(), &v) != nil {
+				return nil, nil
+			}
+			if v.Answer != nil {
+				return v.Answer, nil
+			}
+			age := s.c.cfg.Now().Sub(v.At)
+			if age >= s.c.cfg.ClaimTTL {
+				return nil, nil
+			}
+			stale.Reset(s.c.cfg.ClaimTTL - age)
+		}
+	}
+}
+
+// CheckCatchAllOnce returns domain's accept-all answer, asking check only
+// if no worker of the cluster knows it or is asking: it claims the domain,
+// waits for another claimant's answer, or asks and shares the answer.
+// check returns nil when it could not tell; that is not shared.
+func CheckCatchAllOnce(ctx context.Context, s CatchAllShare, domain string, check func(context.Context) (*bool, error)) (*bool, error) {
+	for {
+		answer, mine, err := s.Claim(ctx, domain)
+		if err != nil {
+			return nil, err
+		}
+		if answer != nil {
+			return answer, nil
+		}
+		if mine {
+			got, err := check(ctx)
+			if err != nil || got == nil {
+				_ = s.Abandon(context.WithoutCancel(ctx), domain)
+				return nil, err
+			}
+			if err := s.Put(ctx, domain, *got); err != nil {
+				return got, err
+			}
+			return got, nil
+		}
+		answer, err = s.Wait(ctx, domain)
+		if err != nil || answer != nil {
+			return answer, err
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Many workers want a domain's accept-all answer at once: one asks, the
+// others get its answer.
+func TestCatchAllOncePerDomain(t *testing.T) {
+	ts := startJetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var asked atomic.Int64
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	answers := make([]*bool, 6)
+	for i := range answers {
+		share := connect(t, testConfig(ts.URL())).CatchAll()
+		wg.Go(func() {
+			a, err := CheckCatchAllOnce(ctx, share, "accept-all.example", func(context.Context) (*bool, error) {
+				asked.Add(1)
+				<-gate // the others come while this one asks
+				yes := true
+				return &yes, nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			answers[i] = a
+		})
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if asked.Load() == 0 {
+			return context.DeadlineExceeded
+		}
+		return nil
+	})
+	close(gate)
+	wg.Wait()
+	if asked.Load() != 1 {
+		t.Errorf("asked %d times, want once", asked.Load())
+	}
+	for i, a := range answers {
+		if a == nil || !*a {
+			t.Errorf("worker %d got %v, want true", i, a)
+		}
+	}
+}
+
+// An abandoned claim (no answer found) lets the next worker ask; a claim
+// whose worker died goes stale and is taken over.
+func TestCatchAllAbandonAndStale(t *testing.T) {
+	ts := startJetStream(t)
+	ctx := context.Background()
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	cfg := testConfig(ts.URL())
+	cfg.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	a := connect(t, cfg).CatchAll()
+	b := connect(t, cfg).CatchAll()
+
+	if _, mine, err := a.Claim(ctx, "d.example"); err != nil || !mine {
+		t.Fatalf("first claim: mine %v, %v", mine, err)
+	}
+	if _, mine, err := b.Claim(ctx, "d.example"); err != nil || mine {
+		t.Fatalf("second claim while held: mine %v, %v", mine, err)
+	}
+	waited := make(chan *bool, 1)
+	go func() {
+		ans, err := b.Wait(ctx, "d.example")
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- ans
+	}()
+	if err := a.Abandon(ctx, "d.example"); err != nil {
+		t.Fatal(err)
+	}
+	if ans := <-waited; ans != nil {
+		t.Fatalf("Wait after Abandon: %v, want nil", *ans)
+	}
+	if _, mine, err := b.Claim(ctx, "d.example"); err != nil || !mine {
+		t.Fatalf("claim after abandon: mine %v, %v", mine, err)
+	}
+	// b dies holding the claim; after ClaimTTL a takes it over.
+	if _, mine, _ := a.Claim(ctx, "d.example"); mine {
+		t.Fatal("claim taken over while fresh")
+	}
+	now.Add(int64(3 * time.Second))
+	if _, mine, err := a.Claim(ctx, "d.example"); err != nil || !mine {
+		t.Fatalf("stale claim not taken over: mine %v, %v", mine, err)
+	}
+	if err := a.Put(ctx, "d.example", false); err != nil {
+		t.Fatal(err)
+	}
+	ans, mine, err := b.Claim(ctx, "d.example")
+	if err != nil || mine || ans == nil || *ans {
+		t.Fatalf("after Put: answer %v mine %v err %v, want false", ans, mine, err)
+	}
+	// Names that are not key tokens are encoded, and answered all the same.
+	if err := a.Put(ctx, "bücher..example", true); err != nil {
+		t.Fatal(err)
+	}
+	if ans, _, err := b.Claim(ctx, "bücher..example"); err != nil || ans == nil || !*ans {
+		t.Fatalf("encoded domain: %v %v", ans, err)
+	}
+}

@@ -1,0 +1,641 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkverify/bulkverify/output"
+)
+
+// maxHostsInRecord bounds the hosts a job record lists by name, so the
+// record stays far below the server's payload limit however many hosts a
+// job has; the rest are counted under OtherHosts.
+const maxHostsInRecord = 100
+
+// OtherHosts names, in progress per host, the hosts beyond the biggest
+// maxHostsInRecord of a job.
+const OtherHosts = "(other hosts)"
+
+// JobRecord is what Submit keeps of a job in JobsBucket (job.JOB).
+type JobRecord struct {
+	ID        string      `json:"id"`
+	Created   time.Time   `json:"created"`
+	Updated   time.Time   `json:"updated"`
+	Submitted bool        `json:"submitted"` // every unit is published; Units and Addresses are final
+	Units     int         `json:"units"`
+	Addresses int         `json:"addresses"`
+	Hosts     []HostCount `json:"hosts,omitempty"` // the biggest hosts, then OtherHosts
+}
+
+// HostCount is the size of one MX host's share of a job.
+type HostCount struct {
+	Host      string `json:"host"`
+	Units     int    `json:"units"`
+	Addresses int    `json:"addresses"`
+}
+
+// JobProgress is what Collect keeps of a job in JobsBucket (prog.JOB):
+// results received and checkpointed, by unit, address and host.
+type JobProgress struct {
+	Updated       time.Time      `json:"updated"`
+	DoneUnits     int            `json:"done_units"`
+	DoneAddresses int            `json:"done_addresses"`
+	Hosts         map[string]int `json:"hosts,omitempty"` // addresses done per host of JobRecord.Hosts
+	Finished      bool           `json:"finished"`
+}
+
+// Coordinator submits jobs' units and collects their results.
+type Coordinator struct {
+	c *Conn
+}
+
+// Coordinator returns the coordinator API on c.
+func (c *Conn) Coordinator() *Coordinator { return &Coordinator{c: c} }
+
+// SubmitStats counts what Submit did.
+type SubmitStats struct {
+	Units     int // units of the job
+	Addresses int // addresses of the job
+	Published int // units published now
+	Skipped   int // units found already published, probed or done (a resumed job)
+}
+
+// Submit publishes the job's units to the work queue, each once: a unit an
+// earlier Submit of the same job published (still queued, probed, or
+// done) is not published again, so a coordinator that restarts calls
+// Submit with the same units and only what is missing goes out. Units must
+// have the same ids on every call (the cut of the input is deterministic).
+// A unit's Job is set to job. When all are out, the job record is marked
+// submitted with its totals, which is what lets Collect tell it is complete.
+func (co *Coordinator) Submit(ctx context.Context, job string, units iter.Seq[Unit]) (SubmitStats, error) {
+	var st SubmitStats
+	if err := checkID("job", job); err != nil {
+		return st, err
+	}
+	c := co.c
+	rec, _, err := c.jobRecord(ctx, job)
+	if err != nil {
+		return st, err
+	}
+	if rec.ID == "" {
+		rec = JobRecord{ID: job, Created: c.cfg.Now()}
+		if err := c.putJSON(ctx, c.jobs, jobKey(job), rec); err != nil {
+			return st, err
+		}
+	}
+	skip, err := co.submitted(ctx, job)
+	if err != nil {
+		return st, err
+	}
+	hosts := map[string]*HostCount{}
+	var futures []jetstream.PubAckFuture
+	settle := func() error {
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				// Published again, synchronously; its id makes a copy
+				// that did get stored harmless.
+				rctx, cancel := c.request(ctx)
+				_, err2 := c.js.PublishMsg(rctx, f.Msg())
+				cancel()
+				if err2 != nil {
+					return fmt.Errorf("cluster: publishing unit: %w (first try: %v)", err2, err)
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		futures = futures[:0]
+		return nil
+	}
+	seen := map[string]bool{}
+	for u := range units {
+		u.Job = job
+		if err := u.Check(); err != nil {
+			return st, err
+		}
+		if seen[u.ID] {
+			return st, fmt.Errorf("%w: unit id %s twice in job %s", ErrBadUnit, u.ID, job)
+		}
+		seen[u.ID] = true
+		data, err := encodeUnit(u)
+		if err != nil {
+			return st, err
+		}
+		st.Units++
+		st.Addresses += len(u.Addresses)
+		h := hosts[firstHost(u)]
+		if h == nil {
+			h = &HostCount{Host: firstHost(u)}
+			hosts[h.Host] = h
+		}
+		h.Units++
+		h.Addresses += len(u.Addresses)
+		if skip[u.ID] {
+			st.Skipped++
+			continue
+		}
+		m := nats.NewMsg(unitSubject(job, u.ID))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, unitMsgID(job, u.ID))
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return st, fmt.Errorf("cluster: publishing unit %s: %w", u.ID, err)
+		}
+		futures = append(futures, f)
+		st.Published++
+		if len(futures) >= 1000 {
+			if err := settle(); err != nil {
+				return st, err
+			}
+		}
+	}
+	if err := settle(); err != nil {
+		return st, err
+	}
+	rec.Submitted, rec.Units, rec.Addresses, rec.Updated = true, st.Units, st.Addresses, c.cfg.Now()
+	rec.Hosts = topHosts(hosts)
+	if err := c.putJSON(ctx, c.jobs, jobKey(job), rec); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// topHosts returns the biggest hosts, and the others summed under
+// OtherHosts.
+func topHosts(hosts map[string]*HostCount) []HostCount {
+	all := make([]HostCount, 0, len(hosts))
+	for _, h := range hosts {
+		all = append(all, *h)
+	}
+	slices.SortFunc(all, func(a, b HostCount) int {
+		return cmp.Or(cmp.Compare(b.Addresses, a.Addresses), strings.Compare(a.Host, b.Host))
+	})
+	if len(all) <= maxHostsInRecord {
+		return all
+	}
+	other := HostCount{Host: OtherHosts}
+	for _, h := range all[maxHostsInRecord:] {
+		other.Units += h.Units
+		other.Addresses += h.Addresses
+	}
+	return append(all[:maxHostsInRecord:maxHostsInRecord], other)
+}
+
+// submitted returns the ids of the job's units that need not be published:
+// done, still queued (or being probed), or with results stored (a worker
+// finished them).
+func (co *Coordinator) submitted(ctx context.Context, job string) (map[string]bool, error) {
+	c := co.c
+	skip, err := c.doneUnits(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []struct {
+		stream jetstream.Stream
+		filter string
+	}{{c.units, jobUnitSubjects(job)}, {c.results, jobResultSubjects(job)}} {
+		rctx, cancel := c.request(ctx)
+		info, err := s.stream.Info(rctx, jetstream.WithSubjectFilter(s.filter))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, s.filter, err)
+		}
+		for subj := range info.State.Subjects {
+			skip[subj[strings.LastIndexByte(subj, '.')+1:]] = true
+		}
+	}
+	return skip, nil
+}
+
+// doneUnits returns the job's units whose results were all collected.
+func (c *Conn) doneUnits(ctx context.Context, job string) (map[string]bool, error) {
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	done := map[string]bool{}
+	lister, err := c.jobs.ListKeysFiltered(rctx, doneKeys(job))
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing done units: %v", ErrUnavailable, err)
+	}
+	prefix := "done." + job + "."
+	for k := range lister.Keys() {
+		done[strings.TrimPrefix(k, prefix)] = true
+	}
+	return done, nil
+}
+
+func (c *Conn) jobRecord(ctx context.Context, job string) (JobRecord, uint64, error) {
+	var rec JobRecord
+	rev, err := c.getJSON(ctx, c.jobs, jobKey(job), &rec)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return JobRecord{}, 0, nil
+	}
+	return rec, rev, err
+}
+
+func (c *Conn) getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	e, err := kv.Get(rctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, kv.Bucket(), key, err)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("cluster: %s %s: %w", kv.Bucket(), key, err)
+	}
+	return e.Revision(), nil
+}
+
+func (c *Conn) putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("cluster: %s %s: %w", kv.Bucket(), key, err)
+	}
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	if _, err := kv.Put(rctx, key, data); err != nil {
+		return fmt.Errorf("%w: %s %s: %v", ErrUnavailable, kv.Bucket(), key, err)
+	}
+	return nil
+}
+
+// CollectOptions tunes Collect. The zero value works.
+type CollectOptions struct {
+	// Checkpoint, when set, makes what fn was given so far durable (fsync
+	// the output). Collect calls it before it marks units done and
+	// acknowledges their results, at least every FlushInterval.
+	Checkpoint func() error
+	// FlushInterval is how often complete units are checkpointed, marked
+	// done and acknowledged, default 1s.
+	FlushInterval time.Duration
+	// Skip, when set, drops results of keys the caller already has (rows
+	// already in a resumed output): they count for completion but are not
+	// given to fn.
+	Skip func(key uint64) bool
+	// AckWait is how long results may wait unacknowledged (their unit not
+	// complete yet) before JetStream sends them again, default 1h. Copies
+	// are dropped; it only needs to be longer than a unit usually takes.
+	AckWait time.Duration
+}
+
+// collectState is Collect's view of the job's units not yet done.
+type collectState struct {
+	done     map[string]bool
+	units    map[string]*unitState
+	complete []string // units all of whose results were given to fn, not yet marked done
+	prog     JobProgress
+	inRecord map[string]bool // hosts the job record names
+}
+
+type unitState struct {
+	size int
+	host string
+	keys map[uint64]struct{}
+	msgs []jetstream.Msg
+}
+
+// ErrJobNotFound is returned by Collect and Status for a job no Submit
+// has created.
+var ErrJobNotFound = errors.New("cluster: job not found")
+
+// Collect gives fn the result of every address of the job, each once, and
+// returns nil once every unit's results are in (the job must have been, or
+// be being, submitted). fn is called from one goroutine; an error from it
+// stops Collect.
+//
+// Restarts: results are acknowledged a whole unit at a time, after
+// Checkpoint and after the unit is marked done in JetStream; a Collect that
+// starts again (after a crash of the coordinator, with the same job) gets
+// the results of every unit not marked done, and fn sees only those again.
+// Of those, the ones fn had already been given before the crash are the
+// caller's to drop: Skip (the rows of the resumed output) does so.
+//
+// A unit whose every delivery failed without its worker telling (each
+// worker killed on it) is failed by Collect: its addresses without a
+// result get unknown/worker_failed.
+func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOptions, fn func(Result) error) error {
+	if err := checkID("job", job); err != nil {
+		return err
+	}
+	c := co.c
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = time.Hour
+	}
+	rec, _, err := c.jobRecord(ctx, job)
+	if err != nil {
+		return err
+	}
+	if rec.ID == "" {
+		return fmt.Errorf("%w: %s", ErrJobNotFound, job)
+	}
+	st := &collectState{units: map[string]*unitState{}}
+	if st.done, err = c.doneUnits(ctx, job); err != nil {
+		return err
+	}
+	if _, err := c.getJSON(ctx, c.jobs, progressKey(job), &st.prog); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	if st.prog.Hosts == nil {
+		st.prog.Hosts = map[string]int{}
+	}
+	st.prog.DoneUnits = len(st.done)
+	st.inRecord = hostSet(rec)
+	if rec.Submitted && len(st.done) >= rec.Units {
+		return co.finish(ctx, job, st)
+	}
+
+	// The job's state is its done marks, not the consumer's: results a
+	// Collect before this one was given and did not acknowledge would
+	// wait out the ack wait in an old consumer, so every Collect starts a
+	// consumer of its own from the start of the job's results, and drops
+	// those of units marked done. One Collect runs per job at a time.
+	rctx, cancel := c.request(ctx)
+	if err := c.results.DeleteConsumer(rctx, resultsConsumer(job)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cancel()
+		return fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+	}
+	cons, err := c.results.CreateOrUpdateConsumer(rctx, jetstream.ConsumerConfig{
+		Durable:       resultsConsumer(job),
+		Description:   "results of job " + job + " for its coordinator",
+		FilterSubject: jobResultSubjects(job),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       opts.AckWait,
+		MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      c.cfg.Replicas,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+	}
+
+	// Units that reached MaxDeliver without a worker failing them.
+	exhausted := make(chan uint64, 64)
+	sub, err := c.nc.Subscribe(maxDeliveriesAdvisory, func(m *nats.Msg) {
+		var adv struct {
+			Seq uint64 `json:"stream_seq"`
+		}
+		if json.Unmarshal(m.Data, &adv) == nil && adv.Seq > 0 {
+			select {
+			case exhausted <- adv.Seq:
+			default: // the unit stays queued; a later advisory is not sent, see README
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: advisory subscription: %v", ErrUnavailable, err)
+	}
+	defer sub.Unsubscribe()
+
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return fmt.Errorf("%w: results: %v", ErrUnavailable, err)
+	}
+	defer it.Stop()
+	msgs := make(chan jetstream.Msg)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				continue // a server away: the iterator recovers by itself
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	tick := time.NewTicker(opts.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case seq := <-exhausted:
+			co.failExhausted(ctx, job, seq, st)
+		case m, ok := <-msgs:
+			if !ok {
+				return ctx.Err()
+			}
+			if err := co.take(m, st, opts, fn); err != nil {
+				return err
+			}
+			if len(st.complete) < 256 {
+				continue
+			}
+			if err := co.flush(ctx, job, st, opts); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := co.flush(ctx, job, st, opts); err != nil {
+				return err
+			}
+			if !rec.Submitted {
+				if err := retryUnavailable(ctx, func() error {
+					var err error
+					rec, _, err = c.jobRecord(ctx, job)
+					return err
+				}); err != nil {
+					return err
+				}
+				st.inRecord = hostSet(rec)
+			}
+			if rec.Submitted && len(st.done) >= rec.Units {
+				return co.finish(ctx, job, st)
+			}
+		}
+	}
+}
+
+// maxDeliveriesAdvisory is the subject JetStream tells on that a unit was
+// handed out MaxDeliver times without being acknowledged.
+const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + UnitsStream + "." + WorkersConsumer
+
+func hostSet(rec JobRecord) map[string]bool {
+	s := make(map[string]bool, len(rec.Hosts))
+	for _, h := range rec.Hosts {
+		s[h.Host] = true
+	}
+	return s
+}
+
+// take handles one result message.
+func (co *Coordinator) take(m jetstream.Msg, st *collectState, opts CollectOptions, fn func(Result) error) error {
+	r, err := decodeResult(m.Data())
+	if err != nil {
+		_ = m.Term() // no coordinator of this version can read it
+		return nil
+	}
+	if st.done[r.Unit] {
+		_ = m.Ack() // a copy of a result of a finished unit
+		return nil
+	}
+	u := st.units[r.Unit]
+	if u == nil {
+		u = &unitState{size: r.UnitSize, host: r.Host, keys: make(map[uint64]struct{}, r.UnitSize)}
+		st.units[r.Unit] = u
+	}
+	u.msgs = append(u.msgs, m)
+	if _, dup := u.keys[r.Key]; dup {
+		return nil
+	}
+	u.keys[r.Key] = struct{}{}
+	if opts.Skip == nil || !opts.Skip(r.Key) {
+		if err := fn(r.Result); err != nil {
+			return err
+		}
+	}
+	if len(u.keys) >= u.size {
+		st.complete = append(st.complete, r.Unit)
+	}
+	return nil
+}
+
+// flush checkpoints the caller, marks the complete units done and
+// acknowledges their results, in that order: a crash between two steps
+// makes Collect see those results again, never lose them.
+func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, opts CollectOptions) error {
+	if len(st.complete) == 0 {
+		return nil
+	}
+	c := co.c
+	if opts.Checkpoint != nil {
+		if err := opts.Checkpoint(); err != nil {
+			return fmt.Errorf("cluster: checkpoint: %w", err)
+		}
+	}
+	for _, id := range st.complete {
+		u := st.units[id]
+		mark := struct {
+			Addresses int       `json:"addresses"`
+			Host      string    `json:"host"`
+			At        time.Time `json:"at"`
+		}{u.size, u.host, c.cfg.Now()}
+		if err := retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, doneKey(job, id), mark) }); err != nil {
+			return err
+		}
+		for _, m := range u.msgs {
+			_ = m.Ack()
+		}
+		st.done[id] = true
+		delete(st.units, id)
+		st.prog.DoneUnits++
+		st.prog.DoneAddresses += u.size
+		host := u.host
+		if !st.inRecord[host] {
+			host = OtherHosts
+		}
+		st.prog.Hosts[host] += u.size
+	}
+	st.complete = st.complete[:0]
+	st.prog.Updated = c.cfg.Now()
+	return retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, progressKey(job), st.prog) })
+}
+
+// retryUnavailable calls f until it succeeds, fails for another reason
+// than JetStream being away (a server restarting, a leader being elected),
+// or ctx ends.
+func retryUnavailable(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w (giving up: %v)", err, ctx.Err())
+		}
+	}
+}
+
+// finish marks the job finished in its progress record.
+func (co *Coordinator) finish(ctx context.Context, job string, st *collectState) error {
+	st.prog.Finished = true
+	st.prog.Updated = co.c.cfg.Now()
+	return retryUnavailable(ctx, func() error { return co.c.putJSON(ctx, co.c.jobs, progressKey(job), st.prog) })
+}
+
+// failExhausted gives the addresses of a unit no worker could finish (each
+// one killed on it) a worker_failed result, and removes the unit from the
+// queue, where it would otherwise stay undelivered.
+func (co *Coordinator) failExhausted(ctx context.Context, job string, seq uint64, st *collectState) {
+	c := co.c
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	raw, err := c.units.GetMsg(rctx, seq)
+	if err != nil {
+		return // acknowledged meanwhile, or not there
+	}
+	u, err := decodeUnit(raw.Data)
+	if err != nil || u.Job != job || st.done[u.ID] {
+		return
+	}
+	have, err := c.unitResultKeys(rctx, job, u.ID)
+	if err != nil {
+		return
+	}
+	pub := newUnitPublisher(c, u, len(u.Addresses), firstHost(u))
+	now := c.cfg.Now()
+	for _, a := range u.Addresses {
+		if _, ok := have[a.Key]; !ok {
+			pub.emit(Result{Key: a.Key, Status: output.StatusUnknown, Reason: ReasonWorkerFailed, CheckedAt: now, MXHost: firstHost(u)})
+		}
+	}
+	if _, err := pub.wait(rctx); err != nil {
+		return
+	}
+	_ = c.units.DeleteMsg(rctx, seq)
+}
+
+// Cleanup removes everything the cluster holds of a job: queued units,
+// results, its consumer, record, progress and done marks. Call it once the
+// output is complete and durable.
+func (co *Coordinator) Cleanup(ctx context.Context, job string) error {
+	if err := checkID("job", job); err != nil {
+		return err
+	}
+	c := co.c
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	if err := c.results.DeleteConsumer(rctx, resultsConsumer(job)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: deleting results consumer: %v", ErrUnavailable, err)
+	}
+	if err := c.results.Purge(rctx, jetstream.WithPurgeSubject(jobResultSubjects(job))); err != nil {
+		return fmt.Errorf("%w: purging results: %v", ErrUnavailable, err)
+	}
+	if err := c.units.Purge(rctx, jetstream.WithPurgeSubject(jobUnitSubjects(job))); err != nil {
+		return fmt.Errorf("%w: purging units: %v", ErrUnavailable, err)
+	}
+	kvStream, err := c.js.Stream(rctx, "KV_"+JobsBucket)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for _, key := range []string{doneKeys(job), jobKey(job), progressKey(job)} {
+		if err := kvStream.Purge(rctx, jetstream.WithPurgeSubject("$KV."+JobsBucket+"."+key)); err != nil {
+			return fmt.Errorf("%w: purging %s: %v", ErrUnavailable, key, err)
+		}
+	}
+	return nil
+}

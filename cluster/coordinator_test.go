@@ -1,0 +1,150 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// runWorker runs a worker until the test ends or stop is called.
+func runWorker(t *testing.T, c *Conn, cfg WorkerConfig) (stop func()) {
+	t.Helper()
+	w, err := c.NewWorker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker %s: %v", w.ID(), err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// collected gathers what Collect gives, failing on a key given twice.
+type collected struct {
+	mu   sync.Mutex
+	got  map[uint64]Result
+	dups []uint64
+}
+
+func (c *collected) add(r Result) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.got == nil {
+		c.got = map[uint64]Result{}
+	}
+	if _, ok := c.got[r.Key]; ok {
+		c.dups = append(c.dups, r.Key)
+	}
+	c.got[r.Key] = r
+	return nil
+}
+
+func collect(t *testing.T, co *Coordinator, job string, opts CollectOptions, into *collected) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := co.Collect(ctx, job, opts, into.add); err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+}
+
+func checkAll(t *testing.T, units []Unit, got *collected) {
+	t.Helper()
+	if len(got.dups) > 0 {
+		t.Errorf("keys given twice: %v", got.dups)
+	}
+	want := 0
+	for _, u := range units {
+		for _, a := range u.Addresses {
+			want++
+			r, ok := got.got[a.Key]
+			if !ok {
+				t.Errorf("no result for key %d (%s)", a.Key, a)
+				continue
+			}
+			status := "deliverable"
+			if a.Local[:2] == "no" {
+				status = "undeliverable"
+			}
+			if r.Status != status || r.Unit != u.ID || r.Job != u.Job {
+				t.Errorf("key %d: got %+v, want status %s unit %s", a.Key, r, status, u.ID)
+			}
+		}
+	}
+	if len(got.got) != want {
+		t.Errorf("got %d results, want %d", len(got.got), want)
+	}
+}
+
+func TestSubmitCollect(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	units := makeUnits("job1", 20, 7, func(k uint64) string {
+		if k%3 == 0 {
+			return fmt.Sprintf("nobody%d", k)
+		}
+		return plainLocal(k)
+	})
+	co := c.Coordinator()
+	ctx := context.Background()
+	st, err := co.Submit(ctx, "job1", slices.Values(units))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Published != 20 || st.Units != 20 || st.Addresses != 140 {
+		t.Fatalf("Submit: %+v", st)
+	}
+	// Submitting again publishes nothing: every unit is queued.
+	st, err = co.Submit(ctx, "job1", slices.Values(units))
+	if err != nil || st.Published != 0 || st.Skipped != 20 {
+		t.Fatalf("second Submit: %+v, %v", st, err)
+	}
+	p := newLocalPartProber()
+	for i := range 2 {
+		runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: fmt.Sprintf("w%d", i), Prober: p, Units: 3, PollWait: 200 * time.Millisecond})
+	}
+	var got collected
+	checkpoints := 0
+	collect(t, co, "job1", CollectOptions{FlushInterval: 50 * time.Millisecond, Checkpoint: func() error { checkpoints++; return nil }}, &got)
+	checkAll(t, units, &got)
+	if checkpoints == 0 {
+		t.Error("Checkpoint never called")
+	}
+	for k, n := range p.timesAsked() {
+		if n != 1 {
+			t.Errorf("key %d asked %d times", k, n)
+		}
+	}
+	prog, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prog.Jobs) != 1 || !prog.Jobs[0].Progress.Finished || prog.Jobs[0].Progress.DoneAddresses != 140 {
+		t.Errorf("status: %+v", prog.Jobs)
+	}
+	if err := co.Cleanup(ctx, "job1"); err != nil {
+		t.Fatal(err)
+	}
+	prog, err = c.Status(ctx)
+	if err != nil || len(prog.Jobs) != 0 {
+		t.Errorf("status after cleanup: %+v, %v", prog.Jobs, err)
+	}
+	// The job is gone: Collect says so.
+	if err := co.Collect(ctx, "job1", CollectOptions{}, got.add); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("Collect after Cleanup: %v, want ErrJobNotFound", err)
+	}
+}

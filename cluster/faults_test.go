@@ -1,0 +1,280 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A worker that takes a unit and vanishes without a word (its connection
+// gone, as with SIGKILL) leaves results it stored; the unit comes back
+// after the ack wait, the next worker asks only the addresses left, and
+// the coordinator gets every result once.
+func TestKilledWorkerUnitRedelivered(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	units := makeUnits("kill", 3, 4, plainLocal)
+	units[0].Addresses[2].Local = "slow3" // the first worker stops here
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "kill", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+
+	first := newLocalPartProber() // never released: blocks on slow3
+	doomed := connect(t, testConfig(ts.URL()))
+	runWorker(t, doomed, WorkerConfig{ID: "doomed", Prober: first, Units: 3, PollWait: 200 * time.Millisecond})
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		have, err := c.unitResultKeys(ctx, "kill", "u0")
+		if err != nil {
+			return err
+		}
+		if len(have) != 2 {
+			return fmt.Errorf("unit u0 has %d results stored, want 2", len(have))
+		}
+		return nil
+	})
+	doomed.nc.Close() // no ack, no nak, no more in-progress: gone
+
+	second := newLocalPartProber()
+	close(second.release)
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "survivor", Prober: second, PollWait: 200 * time.Millisecond})
+	var got collected
+	collect(t, co, "kill", CollectOptions{FlushInterval: 50 * time.Millisecond}, &got)
+	checkAll(t, units, &got)
+
+	asked := first.timesAsked()
+	for k, n := range second.timesAsked() {
+		asked[k] += n
+	}
+	for _, u := range units {
+		for _, a := range u.Addresses {
+			want := 1
+			if a.Local == "slow3" {
+				want = 2 // asked by the first worker, which died before answering
+			}
+			if asked[a.Key] != want {
+				t.Errorf("%s asked %d times, want %d", a, asked[a.Key], want)
+			}
+		}
+	}
+}
+
+// A client that takes a unit and never acknowledges it (and keeps its
+// connection): the unit is delivered again after the ack wait.
+func TestUnitBackAfterAckWait(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	units := makeUnits("silent", 1, 3, plainLocal)
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "silent", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(rawClient(t, ts.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, UnitsStream, WorkersConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := m.Metadata()
+	if md.NumDelivered != 1 {
+		t.Fatalf("first delivery numbered %d", md.NumDelivered)
+	}
+	m2, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	if err != nil {
+		t.Fatalf("unit not delivered again: %v", err)
+	}
+	md2, _ := m2.Metadata()
+	if md2.NumDelivered != 2 || md2.Sequence.Stream != md.Sequence.Stream {
+		t.Fatalf("second delivery: %+v, want the same unit delivered twice", md2)
+	}
+}
+
+// A coordinator that stops in the middle of a job (an error from its
+// output, or a crash) is followed by another that continues from what
+// JetStream holds: Submit publishes nothing again, Collect gives again only
+// the results of units not marked done, and with Skip nothing twice.
+func TestCoordinatorRestart(t *testing.T) {
+	ts := startJetStream(t)
+	units := makeUnits("restart", 10, 5, plainLocal)
+	for _, u := range units[5:] {
+		u.Addresses[0].Local = fmt.Sprintf("slow%d", u.Addresses[0].Key)
+	}
+	p := newLocalPartProber()
+	ctx := context.Background()
+
+	c1 := connect(t, testConfig(ts.URL()))
+	if _, err := c1.Coordinator().Submit(ctx, "restart", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w", Prober: p, PollWait: 200 * time.Millisecond})
+	var got collected
+	crash := fmt.Errorf("crash")
+	checkpointed := false
+	err := c1.Coordinator().Collect(ctx, "restart", CollectOptions{
+		FlushInterval: 20 * time.Millisecond,
+		Checkpoint: func() error {
+			if !checkpointed {
+				checkpointed = true
+				close(p.release) // the slow units go on
+			}
+			return nil
+		},
+	}, func(r Result) error {
+		if checkpointed {
+			return crash
+		}
+		return got.add(r)
+	})
+	if err != crash {
+		t.Fatalf("first Collect: %v", err)
+	}
+	c1.Close()
+
+	c2 := connect(t, testConfig(ts.URL()))
+	done, err := c2.doneUnits(ctx, "restart")
+	if err != nil || len(done) == 0 {
+		t.Fatalf("units marked done before the crash: %v, %v", done, err)
+	}
+	unitOf := map[uint64]string{}
+	for _, u := range units {
+		for _, a := range u.Addresses {
+			unitOf[a.Key] = u.ID
+		}
+	}
+	st, err := c2.Coordinator().Submit(ctx, "restart", slices.Values(units))
+	if err != nil || st.Published != 0 {
+		t.Fatalf("Submit after restart: %+v, %v", st, err)
+	}
+	collect(t, c2.Coordinator(), "restart", CollectOptions{
+		FlushInterval: 20 * time.Millisecond,
+		Skip: func(key uint64) bool {
+			if done[unitOf[key]] {
+				t.Errorf("key %d of unit %s, marked done, given again", key, unitOf[key])
+			}
+			got.mu.Lock()
+			defer got.mu.Unlock()
+			_, ok := got.got[key]
+			return ok
+		},
+	}, &got)
+	checkAll(t, units, &got)
+	for k, n := range p.timesAsked() {
+		if n != 1 {
+			t.Errorf("key %d asked %d times", k, n)
+		}
+	}
+}
+
+// The NATS server stops and starts again on its store in the middle of a
+// job: workers and the coordinator reconnect and the job completes, every
+// result given once.
+func TestServerRestart(t *testing.T) {
+	ts := startJetStream(t)
+	units := makeUnits("srv", 12, 4, plainLocal)
+	for i := range units {
+		if i%2 == 0 {
+			units[i].Addresses[1].Local = fmt.Sprintf("slow%d", units[i].Addresses[1].Key)
+		}
+	}
+	ctx := context.Background()
+	c := connect(t, testConfig(ts.URL()))
+	co := c.Coordinator()
+	if _, err := co.Submit(ctx, "srv", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	p := newLocalPartProber()
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w1", Prober: p, Units: 4, PollWait: 200 * time.Millisecond})
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w2", Prober: p, Units: 4, PollWait: 200 * time.Millisecond})
+
+	var got collected
+	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- co.Collect(cctx, "srv", CollectOptions{FlushInterval: 20 * time.Millisecond}, got.add)
+	}()
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		if len(got.got) < 12 {
+			return fmt.Errorf("%d results so far", len(got.got))
+		}
+		return nil
+	})
+	ts.Restart()
+	var once sync.Once
+	once.Do(func() { close(p.release) })
+	if err := <-done; err != nil {
+		t.Fatalf("Collect across a server restart: %v", err)
+	}
+	checkAll(t, units, &got)
+	for k, n := range p.timesAsked() {
+		if n > 2 {
+			t.Errorf("key %d asked %d times", k, n)
+		}
+	}
+}
+
+// A unit that fails on every delivery: on its last one the worker gives
+// its addresses unknown/worker_failed, so the job still completes with a
+// result for every address; results stored before the failure are kept.
+func TestUnitFailsOnEveryDelivery(t *testing.T) {
+	ts := startJetStream(t)
+	cfg := testConfig(ts.URL())
+	cfg.MaxDeliver = 2
+	c := connect(t, cfg)
+	units := makeUnits("fail", 2, 3, plainLocal)
+	ctx := context.Background()
+	co := c.Coordinator()
+	if _, err := co.Submit(ctx, "fail", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	tries := 0
+	failing := ProberFunc(func(ctx context.Context, u Unit, emit func(Result)) error {
+		if u.ID != "u0" {
+			for _, a := range u.Addresses {
+				emit(Result{Key: a.Key, Status: "deliverable", Reason: "accepted"})
+			}
+			return nil
+		}
+		mu.Lock()
+		tries++
+		mu.Unlock()
+		// The first address gets its answer, then the engine fails.
+		if u.Addresses[0].Key == 1 {
+			emit(Result{Key: 1, Status: "deliverable", Reason: "accepted"})
+		}
+		return fmt.Errorf("engine broke")
+	})
+	runWorker(t, connect(t, cfg), WorkerConfig{ID: "w", Prober: failing, PollWait: 200 * time.Millisecond})
+	var got collected
+	collect(t, co, "fail", CollectOptions{FlushInterval: 20 * time.Millisecond}, &got)
+	if len(got.got) != 6 || len(got.dups) != 0 {
+		t.Fatalf("%d results, dups %v", len(got.got), got.dups)
+	}
+	if r := got.got[1]; r.Status != "deliverable" {
+		t.Errorf("key 1, answered before the failure: %+v", r)
+	}
+	for _, k := range []uint64{2, 3} {
+		if r := got.got[k]; r.Status != "unknown" || r.Reason != ReasonWorkerFailed {
+			t.Errorf("key %d: %+v, want unknown/%s", k, r, ReasonWorkerFailed)
+		}
+	}
+	if tries != 2 {
+		t.Errorf("unit tried %d times, want MaxDeliver = 2", tries)
+	}
+}
