@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // maxHostsInRecord bounds the hosts a job record lists by name, so the
@@ -600,7 +601,7 @@ func (co *Coordinator) failExhausted(ctx context.Context, job string, seq uint64
 	now := c.cfg.Now()
 	for _, a := range u.Addresses {
 		if _, ok := have[a.Key]; !ok {
-			pub.emit(Result{Key: a.Key, Status: output.StatusUnknown, Reason: ReasonWorkerFailed, CheckedAt: now, MXHost: firstHost(u)})
+			pub.emit(Result{Key: a.Key, Status: output.StatusUnknown, Reason: verdict.ReasonWorkerFailed, CheckedAt: now, MXHost: firstHost(u)})
 		}
 	}
 	if _, err := pub.wait(rctx); err != nil {

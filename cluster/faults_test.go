@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // A worker that takes a unit and vanishes without a word (its connection
@@ -270,8 +272,8 @@ func TestUnitFailsOnEveryDelivery(t *testing.T) {
 		t.Errorf("key 1, answered before the failure: %+v", r)
 	}
 	for _, k := range []uint64{2, 3} {
-		if r := got.got[k]; r.Status != "unknown" || r.Reason != ReasonWorkerFailed {
-			t.Errorf("key %d: %+v, want unknown/%s", k, r, ReasonWorkerFailed)
+		if r := got.got[k]; r.Status != "unknown" || r.Reason != verdict.ReasonWorkerFailed {
+			t.Errorf("key %d: %+v, want unknown/%s", k, r, verdict.ReasonWorkerFailed)
 		}
 	}
 	if tries != 2 {

@@ -16,12 +16,8 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/verdict"
 )
-
-// ReasonWorkerFailed is the reason of the results a unit's last delivery
-// gives the addresses it could not probe: the unit failed on every worker
-// that took it (see Config.MaxDeliver). Their status is unknown.
-const ReasonWorkerFailed = "worker_failed"
 
 // WorkerConfig configures a worker. Prober is required.
 type WorkerConfig struct {
@@ -262,7 +258,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		failed := newUnitPublisher(w.c, u, size, host)
 		now := w.c.cfg.Now()
 		for _, a := range missing {
-			failed.emit(Result{Key: a.Key, Status: output.StatusUnknown, Reason: ReasonWorkerFailed, Attempts: 0, CheckedAt: now, MXHost: host})
+			failed.emit(Result{Key: a.Key, Status: output.StatusUnknown, Reason: verdict.ReasonWorkerFailed, Attempts: 0, CheckedAt: now, MXHost: host})
 		}
 		if _, err := failed.wait(after); err != nil {
 			_ = msg.NakWithDelay(w.c.cfg.NakDelay)

@@ -82,6 +82,9 @@ const (
 	// ReasonSkipped: the domain or its operator is on the do-not-probe
 	// list: nothing was asked.
 	ReasonSkipped = "skipped"
+	// ReasonWorkerFailed: in a cluster, every worker that took the
+	// address's unit failed before answering it (max deliveries reached).
+	ReasonWorkerFailed = "worker_failed"
 	// ReasonTypoDomain: the domain is a known typo of a big provider's
 	// (gmial.com); typosquatters often accept everything there.
 	ReasonTypoDomain = "typo_domain"
