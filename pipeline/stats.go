@@ -17,7 +17,7 @@ type hostStats struct {
 	addresses, connections, rcpt     atomic.Int64
 	replies4xx, replies5xx           atomic.Int64
 	greylisted, policyBlocks         atomic.Int64
-	undeliverable, unknown, accepted atomic.Int64
+	undeliverable, unknown           atomic.Int64
 
 	mu      sync.Mutex
 	latency report.Latencies // per round trip (a pipelined group, or one command)
