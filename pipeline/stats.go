@@ -14,10 +14,10 @@ import (
 // hostStats counts what happened at one MX host, for the summary and the
 // report. Workers of the host update it concurrently.
 type hostStats struct {
-	addresses, connections, rcpt     atomic.Int64
-	replies4xx, replies5xx           atomic.Int64
-	greylisted, policyBlocks         atomic.Int64
-	undeliverable, unknown           atomic.Int64
+	addresses, connections, rcpt atomic.Int64
+	replies4xx, replies5xx       atomic.Int64
+	greylisted, policyBlocks     atomic.Int64
+	undeliverable, unknown       atomic.Int64
 
 	mu      sync.Mutex
 	latency report.Latencies // per round trip (a pipelined group, or one command)
