@@ -8,9 +8,10 @@
 // proxied session from a direct one).
 //
 // The package holds tests only. They skip, saying why, when nsd, postfix,
-// openssl or microsocks are not installed, when not run as root, or with -short, so that a
-// plain "go test ./..." passes on any machine; .ci/run installs the Debian
-// packages so that CI runs them, and sets BULKVERIFY_REQUIRE_E2E=1, which
-// turns each of those skips into a failure (see internal/testenv): in CI a
-// suite that did not run must not look like one that passed.
+// openssl or microsocks are not installed, when not run as root, or with
+// -short, so that a plain "go test ./..." passes on any machine; .ci/run
+// installs the Debian packages so that CI runs them, and sets
+// BULKVERIFY_REQUIRE_E2E=1, which turns each of those skips into a failure
+// (see internal/testenv): in CI a suite that did not run must not look like
+// one that passed.
 package e2e
