@@ -50,7 +50,7 @@ func WriteTable(out io.Writer, results []Result) error {
 	for _, r := range results {
 		bound, ratio := "", ""
 		switch {
-		case r.Strategy == Bulk && r.RTT > 0:
+		case isBulk(r.Strategy) && r.RTT > 0:
 			bound = fmtDur(r.Bound.Time)
 			ratio = fmt.Sprintf("%.2f", r.Wall.Seconds()/r.Bound.Time.Seconds())
 		case r.Strategy == Naive && r.RTT > 0:
@@ -102,6 +102,38 @@ func WriteComparison(out io.Writer, results []Result) error {
 				ratio(nv.Connections, bulk.Connections), ratio(nv.Commands, bulk.Commands), ratio(nv.DNSQueries, bulk.DNSQueries),
 				bulk.Connections, bulk.LeastConnections,
 				durRatio(bulk.Wall, bulk.Bound.Time), durRatio(bulk.Wall, bulk.Lockstep.Time), durRatio(bulk.NaiveBound, bulk.Bound.Time))
+		}
+	}
+	if pairs == 0 {
+		return nil
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+// WriteProxyComparison writes, for every workload run by bulkverify both
+// directly and through a SOCKS5 proxy at the same size, what the proxy path
+// costs: wall time, CPU time (the proxy's relaying included, as it runs in
+// the client's process) and allocations, as ratios proxied/direct; nothing
+// when there is no such pair.
+func WriteProxyComparison(out io.Writer, results []Result) error {
+	var b strings.Builder
+	pairs := 0
+	b.WriteString("| workload | rows | wall direct | wall via SOCKS5 | wall ratio | CPU direct | CPU via SOCKS5 | CPU ratio | mallocs ratio | connections (direct / via the proxy / accepted by the proxy) |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, d := range results {
+		if d.Strategy != Bulk {
+			continue
+		}
+		for _, p := range results {
+			if p.Strategy != BulkSOCKS || p.Workload != d.Workload || p.Addresses != d.Addresses {
+				continue
+			}
+			pairs++
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %d / %d / %d |\n",
+				d.Workload, d.Rows, fmtDur(d.Wall), fmtDur(p.Wall), durRatio(p.Wall, d.Wall),
+				fmtDur(d.CPU), fmtDur(p.CPU), durRatio(p.CPU, d.CPU),
+				float64(p.Mallocs)/float64(max(d.Mallocs, 1)), d.Connections, p.Connections, p.ProxyConnections)
 		}
 	}
 	if pairs == 0 {

@@ -24,16 +24,24 @@ type Strategy string
 const (
 	Bulk  Strategy = "bulkverify" // pipeline.Run: grouped by MX host, cached DNS, pipelined RCPT
 	Naive Strategy = "naive"      // one fresh lookup and connection per address, lock-step
+	// BulkSOCKS is Bulk with every SMTP connection going through a SOCKS5
+	// proxy (egress.Config.Proxies) that runs in the client's process: what
+	// the proxy path costs.
+	BulkSOCKS Strategy = "bulkverify-socks5"
 )
 
 // ParseStrategy accepts the names above.
 func ParseStrategy(s string) (Strategy, error) {
 	switch st := Strategy(s); st {
-	case Bulk, Naive:
+	case Bulk, Naive, BulkSOCKS:
 		return st, nil
 	}
-	return "", fmt.Errorf("benchmarks: unknown strategy %q (want %q or %q)", s, Bulk, Naive)
+	return "", fmt.Errorf("benchmarks: unknown strategy %q (want %q, %q or %q)", s, Bulk, Naive, BulkSOCKS)
 }
+
+// isBulk reports whether s is bulkverify's pipeline, directly or through a
+// proxy.
+func isBulk(s Strategy) bool { return s == Bulk || s == BulkSOCKS }
 
 // Profile labels: CPU samples of goroutines started by the simulated world
 // (StartWorld) carry side=mailsim, those of the strategy side=client, so a
@@ -66,13 +74,16 @@ type Result struct {
 	Wall       time.Duration `json:"wall_ns"`
 	// Runs, WallMin and WallMax describe repeated runs of which this one is
 	// the median by wall time (see Median); Runs is 0 for a single run.
-	Runs        int            `json:"runs,omitempty"`
-	WallMin     time.Duration  `json:"wall_min_ns,omitempty"`
-	WallMax     time.Duration  `json:"wall_max_ns,omitempty"`
-	Connections int            `json:"connections"`
-	Commands    int            `json:"commands"` // SMTP commands of all SMTPVerbs
-	ByVerb      map[string]int `json:"by_verb"`
-	DNSQueries  int            `json:"dns_queries"`
+	Runs        int           `json:"runs,omitempty"`
+	WallMin     time.Duration `json:"wall_min_ns,omitempty"`
+	WallMax     time.Duration `json:"wall_max_ns,omitempty"`
+	Connections int           `json:"connections"`
+	// ProxyConnections is how many connections the SOCKS5 proxy accepted
+	// (BulkSOCKS only).
+	ProxyConnections int            `json:"proxy_connections,omitempty"`
+	Commands         int            `json:"commands"` // SMTP commands of all SMTPVerbs
+	ByVerb           map[string]int `json:"by_verb"`
+	DNSQueries       int            `json:"dns_queries"`
 
 	CPU        time.Duration `json:"cpu_ns"` // user + system time of the process during the run
 	Mallocs    uint64        `json:"mallocs"`
@@ -181,6 +192,8 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		switch s {
 		case Bulk:
 			err = runBulk(ctx, w, world, src, check)
+		case BulkSOCKS:
+			res.ProxyConnections, err = runBulkSOCKS(ctx, w, world, src, check)
 		case Naive:
 			n := naive{dnsAddr: world.DNSAddr(), port: world.SMTPPort(), workers: w.MaxConnections, probe: probeConfig()}
 			err = n.run(ctx, src, check)

@@ -78,3 +78,33 @@ func TestStrategiesAgree(t *testing.T) {
 	}
 	t.Logf("bulkverify %v (bound %v), naive %v (bound %v)", bulk.Wall, bulk.Bound.Time, nv.Wall, nv.NaiveBound)
 }
+
+// Through the SOCKS5 proxy, bulkverify gives the same verdicts, and every
+// connection the servers saw came through the proxy.
+func TestSOCKSStrategy(t *testing.T) {
+	w := smallWorkload()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	direct, err := Run(ctx, w, Bulk, RunOptions{Record: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxied, err := Run(ctx, w, BulkSOCKS, RunOptions{Record: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxied.Rows != w.Addresses || proxied.Wrong != 0 {
+		t.Fatalf("%d rows, %d wrong verdicts: %v", proxied.Rows, proxied.Wrong, proxied.Mismatches)
+	}
+	for addr, v := range direct.Verdicts {
+		if proxied.Verdicts[addr] != v {
+			t.Errorf("%s: %s direct, %s through the proxy", addr, v, proxied.Verdicts[addr])
+		}
+	}
+	if proxied.Connections == 0 || proxied.ProxyConnections != proxied.Connections {
+		t.Errorf("the servers saw %d connections, the proxy accepted %d", proxied.Connections, proxied.ProxyConnections)
+	}
+	if direct.ProxyConnections != 0 {
+		t.Errorf("direct run: %d proxy connections", direct.ProxyConnections)
+	}
+}

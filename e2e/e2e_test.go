@@ -27,6 +27,7 @@ func TestPostfixNSD(t *testing.T) {
 	t.Run("OneOfEach", func(t *testing.T) { testOneOfEach(t, st) })
 	t.Run("Failover", func(t *testing.T) { testFailover(t, st) })
 	t.Run("ErrorLimit", func(t *testing.T) { testErrorLimit(t, st) })
+	t.Run("SOCKS", func(t *testing.T) { testSOCKS(t, st) })
 	t.Run("DataIsSeen", func(t *testing.T) { testDataIsSeen(t, st) })
 }
 

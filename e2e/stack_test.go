@@ -459,6 +459,22 @@ func resultColumns() []string {
 // until postfix has logged the end of every SMTP session it opened.
 func (st *stack) verify(t *testing.T, rows [][2]string) run {
 	t.Helper()
+	return st.verifyWith(t, rows, verifyOptions{})
+}
+
+// verifyOptions changes how verifyWith runs bulkverify.
+type verifyOptions struct {
+	flags []string // more flags, after the suite's own
+	env   []string // more environment, "NAME=value"
+	// whileRunning, when set, is called once bulkverify has started, and
+	// the run is waited for after it returns.
+	whileRunning func()
+}
+
+// verifyWith is verify with more flags, environment, or something done
+// during the run.
+func (st *stack) verifyWith(t *testing.T, rows [][2]string, o verifyOptions) run {
+	t.Helper()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.csv")
 	outPath := filepath.Join(dir, "out.csv")
@@ -492,10 +508,19 @@ func (st *stack) verify(t *testing.T, rows [][2]string) run {
 		"--connect-timeout", "30s",
 		"--timeout", "30s",
 	}
+	args = append(args, o.flags...)
 	cmd := exec.CommandContext(ctx, st.bin, args...)
+	cmd.Env = append(os.Environ(), o.env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	err := cmd.Start()
+	if err == nil {
+		if o.whileRunning != nil {
+			o.whileRunning()
+		}
+		err = cmd.Wait()
+	}
+	if err != nil {
 		t.Fatalf("bulkverify %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	res := run{stderr: stderr.String(), rows: map[string]outRow{}}

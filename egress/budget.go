@@ -130,14 +130,14 @@ func (b *LocalBudget) Session(ctx context.Context, operator string, lim Limits) 
 	if o.inUse < max(lim.Sessions, 1) && len(o.waiters) == 0 {
 		o.inUse++
 		b.mu.Unlock()
-		return b.releaser(operator, lim), nil
+		return b.afterPause(ctx, operator, lim)
 	}
 	ch := make(chan struct{})
 	o.waiters = append(o.waiters, ch)
 	b.mu.Unlock()
 	select {
 	case <-ch:
-		return b.releaser(operator, lim), nil
+		return b.afterPause(ctx, operator, lim)
 	case <-ctx.Done():
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -154,6 +154,20 @@ func (b *LocalBudget) Session(ctx context.Context, operator string, lim Limits) 
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// afterPause hands out a session just taken, once any pause of operator is
+// over: a pause that began while the session was waiting in the queue (or
+// while another session was being pushed back) holds it too. The session is
+// kept meanwhile, so that the queue's order stands; when ctx ends it is
+// handed on.
+func (b *LocalBudget) afterPause(ctx context.Context, operator string, lim Limits) (func(), error) {
+	release := b.releaser(operator, lim)
+	if err := b.waitPause(ctx, operator, lim); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 func (b *LocalBudget) releaser(operator string, lim Limits) func() {

@@ -209,3 +209,98 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A session handed to a waiter after its operator was paused waits for the
+// pause to end before it is granted: the waiter queued before the pause,
+// but the pause is about every session that opens after it began.
+func TestBudgetPauseHoldsQueuedSessions(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	b := NewLocalBudget(BudgetConfig{PushbackWindow: 2, Clock: clock})
+	lim := Limits{Sessions: 1, Backoff: time.Minute}
+	hold, err := b.Session(context.Background(), "op", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan func(), 1)
+	go func() {
+		release, err := b.Session(context.Background(), "op", lim)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		granted <- release
+	}()
+	waitFor(t, func() bool { return b.waiting("op") == 1 })
+	b.Outcome("op", lim, true) // the held session was pushed back: paused
+	if b.PausedUntil("op").IsZero() {
+		t.Fatal("not paused")
+	}
+	hold() // hands the session to the waiter, during the pause
+
+	waiting := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() { waiting <- clock.BlockUntilContext(ctx, 1) }()
+	select {
+	case release := <-granted:
+		release()
+		t.Fatal("a session queued before the pause was granted during it")
+	case err := <-waiting:
+		if err != nil {
+			t.Fatalf("the waiter neither got the session nor waits for the pause: %v", err)
+		}
+	}
+	clock.Advance(time.Minute - time.Millisecond)
+	clock.BlockUntilContext(ctx, 1)
+	select {
+	case <-granted:
+		t.Fatal("granted before the pause ended")
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	select {
+	case release := <-granted:
+		release()
+	case <-ctx.Done():
+		t.Fatal("not granted after the pause")
+	}
+	// The session went round exactly once: one is free now.
+	if release, err := b.Session(ctx, "op", lim); err != nil {
+		t.Fatalf("the session was lost: %v", err)
+	} else {
+		release()
+	}
+}
+
+// A waiter whose context ends while it waits out a pause after being
+// handed a session gives that session back.
+func TestBudgetPausedWaiterCancelled(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	b := NewLocalBudget(BudgetConfig{PushbackWindow: 2, Clock: clock})
+	lim := Limits{Sessions: 1, Backoff: time.Minute}
+	hold, _ := b.Session(context.Background(), "op", lim)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Session(ctx, "op", lim)
+		done <- err
+	}()
+	waitFor(t, func() bool { return b.waiting("op") == 1 })
+	b.Outcome("op", lim, true)
+	hold()
+	bctx, bcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer bcancel()
+	if err := clock.BlockUntilContext(bctx, 1); err != nil {
+		t.Fatalf("the waiter does not wait for the pause: %v", err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	clock.Advance(time.Minute)
+	release, err := b.Session(bctx, "op", lim)
+	if err != nil {
+		t.Fatalf("the session was lost: %v", err)
+	}
+	release()
+}

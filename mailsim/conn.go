@@ -43,7 +43,8 @@ type hostState struct {
 	mu      sync.Mutex
 	cmds    map[string]int
 	times   map[string][]time.Time
-	clients map[netip.Addr]int // connections by client address
+	clients map[netip.Addr]int        // connections by client address
+	rcpts   map[string]map[string]int // recipient -> client address -> RCPT TO (Options.RecordRecipients)
 
 	// open and maxOpen are guarded by the Sim's conc.mu.
 	open, maxOpen int
@@ -69,6 +70,27 @@ func (h *hostState) countClient(remote net.Addr) {
 	}
 }
 
+// maxRecipients bounds the distinct recipients remembered per host.
+const maxRecipients = 1 << 16
+
+func (h *hostState) countRecipient(rcpt, ip string) {
+	rcpt = strings.ToLower(rcpt)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rcpts == nil {
+		h.rcpts = make(map[string]map[string]int)
+	}
+	byIP := h.rcpts[rcpt]
+	if byIP == nil {
+		if len(h.rcpts) >= maxRecipients {
+			return
+		}
+		byIP = make(map[string]int, 1)
+		h.rcpts[rcpt] = byIP
+	}
+	byIP[ip]++
+}
+
 func (h *hostState) countVerb(verb string, at time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -92,6 +114,7 @@ func (h *hostState) commands(verb string) int {
 type concurrency struct {
 	mu            sync.Mutex
 	open, maxOpen int
+	watches       []*ConcurrencyWatch
 }
 
 func (c *concurrency) opened(h *hostState) {
@@ -101,6 +124,12 @@ func (c *concurrency) opened(h *hostState) {
 	h.maxOpen = max(h.maxOpen, h.open)
 	c.open++
 	c.maxOpen = max(c.maxOpen, c.open)
+	for _, w := range c.watches {
+		if w.hosts[h] {
+			w.open++
+			w.maxOpen = max(w.maxOpen, w.open)
+		}
+	}
 }
 
 // openAt is how many connections h has open now.
@@ -115,6 +144,11 @@ func (c *concurrency) closed(h *hostState) {
 	defer c.mu.Unlock()
 	h.open--
 	c.open--
+	for _, w := range c.watches {
+		if w.hosts[h] {
+			w.open--
+		}
+	}
 }
 
 // transport is the bottom of a connection stack: the TCP connection or the

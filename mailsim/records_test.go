@@ -1,6 +1,8 @@
 package mailsim
 
 import (
+	"io"
+	"maps"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -145,4 +147,89 @@ func TestBlockClients(t *testing.T) {
 		c.expect("RCPT TO:<alice@rblock.test>", 550, "5.7.606 Access denied, banned sending IP [127.0.3.210]")
 		c.expect("RCPT TO:<nobody@rblock.test>", 550, "5.7.606")
 	})
+}
+
+// RecipientClients tells which client asked about which recipient, and how
+// often; without Options.RecordRecipients nothing is kept.
+func TestRecipientClients(t *testing.T) {
+	t.Parallel()
+	w := oneHostWorld("rcpts", "127.0.3.20", Host{BlockClients: []string{"127.0.3.221"}, BlockAtRcpt: true})
+	s, err := Start(t.Context(), w, Options{RecordRecipients: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, from := range []string{"127.0.3.220", "127.0.3.220", "127.0.3.221"} {
+		c, code, _ := dialFrom(t, s, "127.0.3.20", from)
+		if code != 220 {
+			t.Fatalf("greeting %d", code)
+		}
+		c.expect("EHLO client.test", 250, "")
+		c.expect("MAIL FROM:<>", 250, "")
+		c.cmd("RCPT TO:<Alice@rcpts.test>")
+		c.cmd("RCPT TO:<nobody@rcpts.test>")
+		c.expect("QUIT", 221, "")
+	}
+	want := map[string]int{"127.0.3.220": 2, "127.0.3.221": 1} // refused ones are counted too
+	for _, rcpt := range []string{"alice@rcpts.test", "ALICE@RCPTS.TEST", "nobody@rcpts.test"} {
+		if got := s.RecipientClients("mx.rcpts.test", rcpt); !maps.Equal(got, want) {
+			t.Errorf("RecipientClients(%s) = %v, want %v", rcpt, got, want)
+		}
+	}
+	if got := s.RecipientClients("mx.rcpts.test", "bob@rcpts.test"); len(got) != 0 {
+		t.Errorf("never asked: %v", got)
+	}
+	if got := s.RecipientClients("nowhere.test", "alice@rcpts.test"); len(got) != 0 {
+		t.Errorf("unknown host: %v", got)
+	}
+
+	off := startSim(t, oneHostWorld("norcpts", "127.0.3.21", Host{}))
+	c := dialSMTP(t, off, "127.0.3.21")
+	c.expect("EHLO client.test", 250, "")
+	c.expect("MAIL FROM:<>", 250, "")
+	c.expect("RCPT TO:<alice@norcpts.test>", 250, "")
+	if got := off.RecipientClients("mx.norcpts.test", "alice@norcpts.test"); len(got) != 0 {
+		t.Errorf("kept without RecordRecipients: %v", got)
+	}
+}
+
+// A ConcurrencyWatch counts the connections open at once over its hosts
+// together, from when it began, and nothing of the other hosts.
+func TestWatchConcurrency(t *testing.T) {
+	t.Parallel()
+	w := World{Hosts: []Host{
+		{Name: "a.watch.test", IP: "127.0.3.30"},
+		{Name: "b.watch.test", IP: "127.0.3.31"},
+		{Name: "c.watch.test", IP: "127.0.3.32"},
+	}}
+	s := startSim(t, w)
+	early := dialSMTP(t, s, "127.0.3.30") // open before the watch: counted as open
+	ab := s.WatchConcurrency("a.watch.test", "B.watch.test.", "nowhere.test")
+	if got := ab.Open(); got != 1 {
+		t.Fatalf("Open at start = %d, want 1", got)
+	}
+	dialSMTP(t, s, "127.0.3.31")
+	dialSMTP(t, s, "127.0.3.32") // not watched
+	dialSMTP(t, s, "127.0.3.32")
+	if got := ab.Max(); got != 2 {
+		t.Errorf("Max = %d, want 2 (a and b)", got)
+	}
+	early.expect("QUIT", 221, "")
+	if _, err := io.ReadAll(early.conn); err != nil {
+		t.Fatal(err)
+	}
+	if got := ab.Open(); got != 1 {
+		t.Errorf("Open after a quit = %d, want 1", got)
+	}
+	dialSMTP(t, s, "127.0.3.30")
+	if got := ab.Max(); got != 2 {
+		t.Errorf("Max = %d after closing one and opening one, want still 2", got)
+	}
+	dialSMTP(t, s, "127.0.3.30")
+	if got := ab.Max(); got != 3 {
+		t.Errorf("Max = %d, want 3", got)
+	}
+	if got := s.MaxConcurrentTotal(); got != 5 {
+		t.Errorf("MaxConcurrentTotal = %d, want 5", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -30,6 +31,12 @@ type Options struct {
 	// arrive together, so pipelining saves round trips as on a real network.
 	// DNS queries pipelined on one TCP connection are answered one by one.
 	RTT time.Duration
+	// RecordRecipients makes every host remember, for each recipient
+	// address it was asked about (RCPT TO, as the client wrote it,
+	// lower-cased), how many times and from which client address; see
+	// Sim.RecipientClients. Off by default: it costs memory per address. At
+	// most 65536 distinct recipients are kept per host.
+	RecordRecipients bool
 	// Now is the clock of greylisting (Domain.Greylist), so that tests can
 	// move time forward; nil means time.Now. Everything else uses real time.
 	Now func() time.Time
@@ -127,7 +134,8 @@ func Start(ctx context.Context, w World, opts Options) (*Sim, error) {
 		if h.startTLS {
 			sl.tlsConf = tlsConf
 		}
-		srv := newSMTPServer(&backend{host: h, m: m, closing: s.closing, grey: grey, now: now})
+		srv := newSMTPServer(&backend{host: h, m: m, closing: s.closing, grey: grey, now: now,
+			st: s.hosts[h.name], recipients: opts.RecordRecipients})
 		s.smtp = append(s.smtp, smtpRunning{srv: srv, l: tl})
 		s.wg.Add(1)
 		go func() {
@@ -389,6 +397,66 @@ func (s *Sim) MaxConcurrent(host string) int {
 	s.conc.mu.Lock()
 	defer s.conc.mu.Unlock()
 	return h.maxOpen
+}
+
+// RecipientClients is how many RCPT TO commands for recipient (compared
+// without regard to case) the named host has read, by client address
+// ("127.0.0.5" -> 2): which source addresses or proxies asked about an
+// address, and how often. It needs Options.RecordRecipients; without it,
+// or for a recipient never asked, it is empty.
+func (s *Sim) RecipientClients(host, recipient string) map[string]int {
+	h := s.hosts[normName(host)]
+	if h == nil {
+		return map[string]int{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.rcpts[strings.ToLower(recipient)])
+}
+
+// WatchConcurrency starts counting the connections open at once to the
+// named hosts taken together, as one operator's fleet of host names sees
+// a client: the returned watch's Max is the highest such count from now
+// on. Names of hosts the world does not have count nothing.
+func (s *Sim) WatchConcurrency(hosts ...string) *ConcurrencyWatch {
+	w := &ConcurrencyWatch{c: &s.conc, hosts: map[*hostState]bool{}}
+	for _, name := range hosts {
+		if h := s.hosts[normName(name)]; h != nil {
+			w.hosts[h] = true
+		}
+	}
+	s.conc.mu.Lock()
+	defer s.conc.mu.Unlock()
+	for h := range w.hosts {
+		w.open += h.open
+	}
+	w.maxOpen = w.open
+	s.conc.watches = append(s.conc.watches, w)
+	return w
+}
+
+// ConcurrencyWatch counts the connections open at once to a set of hosts
+// (Sim.WatchConcurrency). Its methods are safe for concurrent use.
+type ConcurrencyWatch struct {
+	c     *concurrency
+	hosts map[*hostState]bool // read-only after creation
+	// open and maxOpen are guarded by c.mu.
+	open, maxOpen int
+}
+
+// Max is the highest number of connections open at once to the watched
+// hosts together since the watch began.
+func (w *ConcurrencyWatch) Max() int {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return w.maxOpen
+}
+
+// Open is the number of connections open to the watched hosts now.
+func (w *ConcurrencyWatch) Open() int {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return w.open
 }
 
 // MaxConcurrentTotal is the highest number of SMTP connections open at once

@@ -40,6 +40,10 @@ type backend struct {
 	closing <-chan struct{}
 	grey    *greylist
 	now     func() time.Time
+	// st counts recipients by client when recipients is set
+	// (Options.RecordRecipients).
+	st         *hostState
+	recipients bool
 }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
@@ -68,6 +72,9 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 func (s *session) Data(r io.Reader) error { _, _ = io.Copy(io.Discard, r); return errNoData }
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	h := s.b.host
+	if s.b.recipients {
+		s.b.st.countRecipient(to, s.ip)
+	}
 	if b := h.block; b != nil && b.atRcpt {
 		if r, refused := b.refuses(s.ip); refused {
 			return replyError(r)

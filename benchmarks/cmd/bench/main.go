@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	l1.Flags(fs, "l1.")
 	c1.Flags(fs, "c1.")
 	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated")
-	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1")
+	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1: bulkverify, naive, bulkverify-socks5 (through an in-process SOCKS5 proxy)")
 	c1Strategies := fs.String("c1.strategies", "bulkverify", "strategies run on C1")
 	c1Sweep := fs.String("c1.sweep", "100000", "more C1 sizes (addresses, comma-separated) run with bulkverify, for RSS per row; \"\" = none")
 	inprocess := fs.Bool("inprocess", false, "run in this process instead of one child process per run")
@@ -165,6 +165,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	_ = benchmarks.WriteTable(&b, results)
 	b.WriteString("\n")
 	_ = benchmarks.WriteComparison(&b, results)
+	b.WriteString("\n")
+	_ = benchmarks.WriteProxyComparison(&b, results)
 	writeMarginal(&b, results)
 	fmt.Fprint(stdout, b.String())
 
