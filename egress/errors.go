@@ -96,10 +96,10 @@ func (e *BindError) Unwrap() error { return e.Err }
 // Refusal records that an operator refused an egress: its server said our
 // address is blocked (a DNSBL listing, "banned sending IP", ...).
 type Refusal struct {
-	Egress   string    // egress name
-	Operator string    // as the pipeline names it, lower-case
-	Reason   string    // the server's words or a summary, as given to Refused
-	At       time.Time // when it was first recorded
+	Egress   string    `json:"egress"`   // egress name
+	Operator string    `json:"operator"` // as the pipeline names it, lower-case
+	Reason   string    `json:"reason"`   // the server's words or a summary, as given to Refused
+	At       time.Time `json:"at"`       // when it was first recorded
 }
 
 // RefusedError is Pick's answer when every usable egress has been refused by

@@ -115,7 +115,10 @@ type Port25Config struct {
 	Probe probe.Config
 	// Timeout bounds the whole check, default 60s.
 	Timeout time.Duration
-	// Parallel is how many canary sessions run at once, default 8.
+	// Parallel is how many canary sessions run at once, default 32: enough
+	// for every egress to try every canary at once in common setups, so
+	// that a blocked network is told within one timeout, however many
+	// egresses there are.
 	Parallel int
 }
 
@@ -242,7 +245,7 @@ const (
 	preflightConnectTimeout = 10 * time.Second
 	preflightReplyTimeout   = 20 * time.Second
 	defaultPreflightTimeout = 60 * time.Second
-	defaultPreflightJobs    = 8
+	defaultPreflightJobs    = 32
 )
 
 // CheckPort25 connects from every egress of pool that is not disabled to

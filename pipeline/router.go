@@ -43,6 +43,7 @@ type hostQueue struct {
 	everUsed      bool
 	op            *operator.Operator // who runs it
 	stats         hostStats
+	proxyDoubts   int           // connections through a proxy that ended before the banner, put down to the proxy
 	limits        egress.Limits // its operator's, as the Budget is asked
 	txnLimit      int           // recipients per transaction the server accepts, learnt from 452 4.5.3; 0 = not known
 	connRcpt      int           // recipients per connection the server accepts, learnt from a refused first RCPT of a transaction; 0 = not known
@@ -76,6 +77,7 @@ type hostFailure struct {
 	host           string           // the MX host it happened at
 	pushback       bool             // the server pushed back (a 4xx to our greeting)
 	refusedUs      bool             // every egress is refused by the host's operator
+	egressOnly     bool             // the egress failed, not the host: try again another way
 }
 
 // preferFailure is what an address is told when none of its domain's MX
@@ -395,6 +397,22 @@ func (r *router) takeWhere(h *hostQueue, match func(*target) bool) []*target {
 	clear(h.pending[len(kept):])
 	h.pending = kept
 	return taken
+}
+
+// maxProxyDoubts is how many connections to a host ending before its
+// banner are put down to the proxy rather than the host.
+const maxProxyDoubts = 3
+
+// proxyDoubt counts one more such connection; false once the host has had
+// its share of doubt.
+func (r *router) proxyDoubt(h *hostQueue) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h.proxyDoubts >= maxProxyDoubts {
+		return false
+	}
+	h.proxyDoubts++
+	return true
 }
 
 // markRefusesAll records that h is asked no more: it refuses us everything

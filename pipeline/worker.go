@@ -61,12 +61,16 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 			return
 		}
 		again, troubled, stop := e.session(ctx, h)
+		if !stop {
+			// Told before the session is given back, so that a pause the
+			// outcome starts holds the waiter the session goes to.
+			e.cfg.Budget.Outcome(h.operator, h.limits, troubled)
+		}
 		<-e.slots
 		release()
 		if stop {
 			return
 		}
-		e.cfg.Budget.Outcome(h.operator, h.limits, troubled)
 		if !again {
 			return
 		}
@@ -100,6 +104,11 @@ func (e *engine) session(ctx context.Context, h *hostQueue) (again, troubled, st
 			// Every egress has been refused by h's operator: its addresses
 			// are not asked from anywhere else.
 			e.giveUpHost(h, fail.reason, fail.reply)
+		case fail.egressOnly:
+			// The failure was this egress's (refused at the greeting, or a
+			// proxy that went away): nothing was asked, and the next
+			// session goes out another way, or learns that none is left.
+			return true, false, false
 		default:
 			e.router.connectFailed(h, fail)
 		}
@@ -215,23 +224,35 @@ func (e *engine) connect(ctx context.Context, h *hostQueue) (*probe.Session, *eg
 		// The egress failed, not the host: the pool counts it against the
 		// egress; the addresses wait for the delayed retry.
 		f = &hostFailure{status: output.StatusUnknown, reason: verdict.ReasonProxyFailed}
-	case f.reply == nil && ctx.Err() == nil && (f.reason == ReasonConnectionFailed || f.reason == ReasonTimeout):
-		e.recordHost(h, false)
-	}
-	if f.reply != nil {
-		d := e.classify(*f.reply, verdict.StageBanner, h)
+	case f.reply != nil:
 		f.pushback = f.reply.Transient()
-		if refusesEgress(d, *f.reply) && eg != nil {
-			e.refuseEgress(eg, h, d)
+		if eg != nil && f.decision.Reason == verdict.ReasonPolicyBlock && f.reply.Permanent() {
+			// A server that refuses the session itself refuses us: this
+			// egress asks its operator no more; another may.
+			e.refuseEgress(eg, h, f.decision)
+			f.egressOnly = true
 		}
+	case eg != nil && eg.Kind() == egress.SOCKS5 && e.router.proxyDoubt(h):
+		// Through a proxy, a connection that ends before the banner may be
+		// the proxy going away after its CONNECT reply: no reason yet to
+		// call the host down, or to count it towards the port-25 breaker.
+		// The next dial tells (a dead proxy fails as a ProxyError); only
+		// so often per host, so that a host that really closes on us is
+		// still found out.
+		f.egressOnly = true
+	case ctx.Err() == nil && (f.reason == ReasonConnectionFailed || f.reason == ReasonTimeout):
+		e.recordHost(h, false)
 	}
 	return nil, eg, f
 }
 
-// refusesEgress reports whether a reply says our address is refused: a
-// permanent policy refusal that names a blocklist or reputation service
-// (the table's Detail), or any permanent policy refusal of the session
-// itself (banner, EHLO).
+// refusesEgress reports whether a reply to MAIL or RCPT says our address is
+// refused: a permanent policy refusal that names a blocklist or reputation
+// service (the table's Detail; the rule for an unnamed blocklist says
+// "blocklist"). Other policy refusals at that stage may be about the
+// recipient or the message, and stop nothing. (A permanent policy refusal
+// of the session itself, at the banner or EHLO, always refuses the egress:
+// see connect.)
 func refusesEgress(d verdict.Decision, r probe.Reply) bool {
 	return d.Reason == verdict.ReasonPolicyBlock && r.Permanent() && d.Detail != ""
 }

@@ -385,6 +385,9 @@ func printSummary(w io.Writer, s pipeline.Summary) {
 		s.Rows, s.Addresses, s.Domains, s.MXHosts, s.Connections, s.Duration.Round(time.Millisecond))
 	fmt.Fprintf(w, "  %s\n", countsLine(s.ByStatus))
 	fmt.Fprintf(w, "  reasons: %s\n", countsLine(s.ByReason))
+	for _, r := range s.Refusals {
+		fmt.Fprintf(w, "  REFUSED: %s refused egress %s (%s): not asked again from it this run\n", r.Operator, r.Egress, r.Reason)
+	}
 }
 
 func countsLine(m map[string]int) string {
