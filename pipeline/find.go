@@ -115,7 +115,7 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 	})
 	err = g.Wait()
 	sum.Connections = stats.Connections
-	sum.addHosts(stats.MXHosts)
+	sum.MXHosts = len(stats.MXHosts)
 	sum.Duration = time.Since(start)
 	if err == nil {
 		err = ctx.Err()

@@ -22,6 +22,11 @@ type router struct {
 	cfg   *Config
 	spawn func(*hostQueue)
 	fail  func(t *target, f *hostFailure)
+	fatal func(error)
+
+	spill    *spillFile          // where queues of hosts that fell behind go
+	mem      *gauge              // addresses in memory
+	seedHost func(h *hostQueue) // fills in what earlier runs learnt about h; called with mu held
 
 	mu          sync.Mutex
 	hosts       map[string]*hostQueue
@@ -36,8 +41,9 @@ type router struct {
 // hostQueue is the work and state of one MX host.
 type hostQueue struct {
 	name          string
-	operator      string // who runs it, as the reply table and the budget name it
-	pending       []*target
+	operator      string    // who runs it, as the reply table and the budget name it
+	pending       []*target // the head of its queue, in memory
+	disk          diskQueue // the rest, when it fell behind (hostspill.go)
 	workers       int // live workers, including those still waiting for a slot or connecting
 	established   int // workers holding an open session
 	everUsed      bool
@@ -124,8 +130,15 @@ func (r *router) newHost(name string) *hostQueue {
 	if op.RcptPerSecond != nil {
 		lim.RcptPerSecond = *op.RcptPerSecond
 	}
-	return &hostQueue{name: name, operator: op.Name, op: op, limits: lim}
+	h := &hostQueue{name: name, operator: op.Name, op: op, limits: lim}
+	if r.seedHost != nil {
+		r.seedHost(h)
+	}
+	return h
 }
+
+// waiting is how many addresses wait at h, in memory and on disk.
+func (h *hostQueue) waiting() int { return len(h.pending) + h.disk.len() }
 
 func (r *router) notifyLocked() {
 	close(r.changed)
@@ -205,9 +218,13 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 			if t.retries == 0 && !t.catchAll {
 				h.stats.addresses.Add(1)
 			}
-			h.pending = append(h.pending, t)
+			if h.disk.spilling() && spillable(t) {
+				r.toTailLocked(h, t)
+			} else {
+				h.pending = append(h.pending, t)
+			}
 			if !r.stopped && (h.workers == 0 || (h.workers < h.maxConns(r.cfg.MaxConnectionsPerHost) &&
-				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog)) {
+				h.waiting() > h.workers*r.cfg.NewConnectionBacklog)) {
 				h.workers++
 				r.spawn(h)
 			}
@@ -227,10 +244,16 @@ func (r *router) reportFailed(failed []failedTarget) {
 	}
 }
 
-// take removes up to n addresses from h's queue.
+// take removes up to n addresses from h's queue, refilling its head from
+// disk first when it holds fewer.
 func (r *router) take(h *hostQueue, n int) []*target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for len(h.pending) < n && h.disk.len() > 0 && !h.disk.reading {
+		if !r.refillLocked(h) {
+			break
+		}
+	}
 	if n > len(h.pending) {
 		n = len(h.pending)
 	}
@@ -263,11 +286,14 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		if len(h.pending) > 0 {
+		if len(h.pending) > 0 || (h.disk.len() > 0 && !h.disk.reading) {
 			r.mu.Unlock()
 			return true
 		}
-		if !r.producing || r.stopped || idle <= 0 {
+		if h.disk.reading {
+			// Another worker is reading this host's queue back from
+			// disk: wait for it (it notifies), whatever the run's state.
+		} else if !r.producing || r.stopped || idle <= 0 {
 			r.mu.Unlock()
 			return false
 		}
@@ -418,7 +444,7 @@ func (r *router) refusal(h *hostQueue) (reason string, reply *probe.Reply) {
 func (r *router) hasPending(h *hostQueue) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(h.pending) > 0
+	return h.waiting() > 0
 }
 
 func (r *router) waitingForSlot(delta int) {
@@ -463,19 +489,41 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 		}
 		moved := h.pending
 		h.pending = nil
-		for _, t := range moved {
-			t.failed = preferFailure(t.failed, f)
-			if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
-				failed = append(failed, failedTarget{t: t, f: t.failed})
-				continue
-			}
-			t.mxIdx++
-			failed = r.routeLocked(t, failed)
-		}
+		failed = r.failoverLocked(moved, f, failed)
 		r.notifyLocked()
+		r.mu.Unlock()
+		r.reportFailed(failed)
+		// What waits on disk moves too, a chunk at a time: reading it all
+		// under the lock would stop every other host meanwhile.
+		for {
+			moved, ok := r.drainOne(h)
+			if !ok {
+				return
+			}
+			r.mu.Lock()
+			failed = r.failoverLocked(moved, f, nil)
+			r.notifyLocked()
+			r.mu.Unlock()
+			r.reportFailed(failed)
+		}
 	}
 	r.mu.Unlock()
 	r.reportFailed(failed)
+}
+
+// failoverLocked moves targets of a host that is down to each one's next
+// MX host.
+func (r *router) failoverLocked(moved []*target, f *hostFailure, failed []failedTarget) []failedTarget {
+	for _, t := range moved {
+		t.failed = preferFailure(t.failed, f)
+		if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
+			failed = append(failed, failedTarget{t: t, f: t.failed})
+			continue
+		}
+		t.mxIdx++
+		failed = r.routeLocked(t, failed)
+	}
+	return failed
 }
 
 // workerDone keeps the invariant: if h still has work and this was its last
@@ -484,23 +532,21 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.workers--
-	if h.workers == 0 && len(h.pending) > 0 && !h.isDown(r.cfg.Clock.Now()) && !r.stopped && ctx.Err() == nil {
+	if h.workers == 0 && h.waiting() > 0 && !h.isDown(r.cfg.Clock.Now()) && !r.stopped && ctx.Err() == nil {
 		h.workers++
 		r.spawn(h)
 	}
 }
 
-// countVerdict counts a final verdict given at host.
-func (r *router) countVerdict(host, status string) {
-	if host == "" {
-		return
-	}
+// host returns the queue of the MX host name, nil if it has none.
+func (r *router) host(name string) *hostQueue {
 	r.mu.Lock()
-	h := r.hosts[host]
-	r.mu.Unlock()
-	if h == nil {
-		return
-	}
+	defer r.mu.Unlock()
+	return r.hosts[name]
+}
+
+// countVerdict counts a final verdict given at h.
+func (h *hostQueue) countVerdict(status string) {
 	switch status {
 	case output.StatusUndeliverable:
 		h.stats.undeliverable.Add(1)
