@@ -40,6 +40,7 @@ type Verdict struct {
 	At       time.Time
 	Signals  signals.Facts // zero when Config.Signals is nil
 
+	text   string  // Addr as text
 	rows   rowRefs // the input rows it answers (verify); empty for find and Probe
 	raw    string  // the input's text, for a row with no address to probe (invalid)
 	stored bool    // reused from the store, not probed in this run
@@ -54,6 +55,10 @@ type DomainGroup struct {
 	// Addresses; nil when the caller keeps its own map, as find does). A
 	// target carries its rows, so that a decided address frees them.
 	rows []rowRefs
+	// keys are the addresses as text (parallel to Addresses; nil = made
+	// from them): often the input's own strings, so nothing is built per
+	// address.
+	keys []string
 	// split: the domain's addresses come in several groups (a domain too
 	// big for one partition): they share one domainState, one MX lookup and
 	// one catch-all check.
@@ -135,6 +140,7 @@ type domainState struct {
 // target is one distinct address on its way through the engine.
 type target struct {
 	addr     input.Address
+	text     string // addr as text, as it is sent in RCPT TO
 	dom      *domainState
 	rows     rowRefs // the input rows that asked for it; moved to its Verdict
 	catchAll bool    // the synthetic catch-all probe, not a user's address
@@ -259,6 +265,11 @@ func (e *engine) feedGroup(grp DomainGroup) {
 		t.addr, t.dom = a, dom
 		if grp.rows != nil {
 			t.rows = grp.rows[i]
+		}
+		if grp.keys != nil {
+			t.text = grp.keys[i]
+		} else {
+			t.text = a.String()
 		}
 		targets = append(targets, t)
 	}
@@ -386,7 +397,8 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		// First in the queue, so it is asked before (or with) the real
 		// recipients and their acceptances wait little.
 		e.router.expect(1)
-		targets = append([]*target{{addr: catchAllAddress(dom.name), dom: dom, catchAll: true}}, targets...)
+		ca := catchAllAddress(dom.name)
+		targets = append([]*target{{addr: ca, text: ca.String(), dom: dom, catchAll: true}}, targets...)
 	}
 	e.router.add(targets)
 }
@@ -453,10 +465,19 @@ const maxKeptReplyText = 1024
 
 // boundReply returns the reply as a verdict keeps it: code, enhanced code,
 // and the text on one line, cut to maxKeptReplyText bytes (at a rune
-// boundary), in memory of its own.
+// boundary), in memory of its own (a reply of one short line keeps the
+// string the reader made of that line, which holds nothing more).
 func boundReply(r *probe.Reply) *probe.Reply {
 	if r == nil {
 		return nil
+	}
+	k := new(keptReply) // the reply and its one line in one allocation
+	k.r = probe.Reply{Code: r.Code, Enhanced: r.Enhanced, Lines: k.line[:]}
+	if len(r.Lines) == 1 && len(r.Lines[0]) <= maxKeptReplyText {
+		// A line the reader made a string of its own: keeping it keeps
+		// nothing more.
+		k.line[0] = r.Lines[0]
+		return &k.r
 	}
 	text := r.Text()
 	if len(text) > maxKeptReplyText {
@@ -466,7 +487,13 @@ func boundReply(r *probe.Reply) *probe.Reply {
 		}
 		text = text[:cut]
 	}
-	return &probe.Reply{Code: r.Code, Enhanced: r.Enhanced, Lines: []string{strings.Clone(text)}}
+	k.line[0] = strings.Clone(text)
+	return &k.r
+}
+
+type keptReply struct {
+	r    probe.Reply
+	line [1]string
 }
 
 // retryLater puts t back in the queue after delay.
@@ -555,7 +582,7 @@ func (e *engine) hostGaveUp(t *target, f *hostFailure) {
 // emit finishes t: catch-all probes settle their domain, acceptances wait for
 // that settlement, everything else goes out at once.
 func (e *engine) emit(t *target, v Verdict) {
-	v.Addr = t.addr
+	v.Addr, v.text = t.addr, t.text
 	v.Attempts = t.tries
 	v.At = e.cfg.Now()
 	v.rows, t.rows = t.rows, rowRefs{} // the verdict carries the rows to the writer

@@ -262,6 +262,7 @@ func (s *spillFile) decode(d *decoder, t *target) error {
 		t.firstTry = time.Unix(0, first)
 	}
 	t.addr.Local = d.str()
+	t.text = t.addr.String()
 	t.lastEgress = d.str()
 	n := int(d.uvarint())
 	for i := range n {
@@ -364,7 +365,7 @@ func (r *router) toTailLocked(h *hostQueue, t *target) {
 	ref, err := r.spill.write(q.tail)
 	if err != nil {
 		// The disk refuses: keep them in memory, as if never spilled.
-		h.pending = append(h.pending, q.tail...)
+		h.pending.push(q.tail...)
 		q.tail = nil
 		return
 	}
@@ -382,7 +383,7 @@ func (r *router) toTailLocked(h *hostQueue, t *target) {
 func (r *router) refillLocked(h *hostQueue) bool {
 	q := &h.disk
 	if q.onDisk == 0 {
-		h.pending = append(h.pending, q.tail...)
+		h.pending.push(q.tail...)
 		q.tail = nil
 		return true
 	}
@@ -400,7 +401,7 @@ func (r *router) refillLocked(h *hostQueue) bool {
 		return false
 	}
 	r.mem.add(countTargets(ts))
-	h.pending = append(h.pending, ts...)
+	h.pending.push(ts...)
 	return true
 }
 
@@ -448,8 +449,8 @@ func (r *router) evict(goal int) {
 	}
 	now := r.cfg.Clock.Now()
 	for _, h := range r.hosts {
-		if len(h.pending) > keep && !h.isDown(now) {
-			hosts = append(hosts, cand{h, len(h.pending)})
+		if h.pending.len() > keep && !h.isDown(now) {
+			hosts = append(hosts, cand{h, h.pending.len()})
 		}
 	}
 	r.mu.Unlock()
@@ -469,11 +470,11 @@ func (r *router) evict(goal int) {
 // evictChunkLocked writes up to a chunk of the newest addresses of h's head
 // to the front of its disk queue (they are older than what is there).
 func (r *router) evictChunkLocked(h *hostQueue, keep int) bool {
-	if r.stopped || len(h.pending) <= keep {
+	if r.stopped || h.pending.len() <= keep {
 		return false
 	}
-	from := max(keep, len(h.pending)-r.spill.chunk)
-	tail := h.pending[from:]
+	from := max(keep, h.pending.len()-r.spill.chunk)
+	tail := h.pending.items()[from:]
 	var out, stay []*target
 	for _, t := range tail {
 		if spillable(t) {
@@ -492,8 +493,8 @@ func (r *router) evictChunkLocked(h *hostQueue, keep int) bool {
 	n := countTargets(out)
 	r.mem.add(-n)
 	r.mem.spilt.Add(int64(n))
-	clear(h.pending[from:])
-	h.pending = append(h.pending[:from], stay...)
+	h.pending.cutTail(from)
+	h.pending.push(stay...)
 	q := &h.disk
 	q.chunks = append([]chunkRef{ref}, q.chunks...)
 	q.onDisk += int(ref.count)

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/resolve"
 	"github.com/bulkverify/bulkverify/store"
 )
@@ -234,4 +235,29 @@ func (k *knowledge) learntLimits(host string, perTxn, perConn int) {
 // refused records that operator, at host, refused egress.
 func (k *knowledge) refused(host, egressName, operator, reason string) {
 	k.putMX(store.MXInfo{Host: host, Refusals: []store.Refusal{{Egress: egressName, Operator: operator, Reply: reason, At: k.cfg.Now()}}})
+}
+
+// put writes a probed verdict.
+func (s *storeSink) put(v Verdict) {
+	sv := store.Verdict{
+		Namespace: s.ns,
+		Address:   v.text,
+		Domain:    v.Addr.Domain,
+		Status:    v.Status,
+		Reason:    v.Reason,
+		MXHost:    v.MXHost,
+		CatchAll:  store.TriOf(v.CatchAll),
+		TLS:       store.TriOf(v.TLS),
+		Egress:    v.Egress,
+		Attempts:  v.Attempts,
+		CheckedAt: v.At,
+	}
+	if sv.Address == "" {
+		sv.Address = v.Addr.String()
+	}
+	if v.Reply != nil {
+		sv.SMTPCode, sv.EnhancedCode = v.Reply.Code, v.Reply.Enhanced
+		sv.Message = output.CleanMessage(v.Reply.Text())
+	}
+	s.check(s.st.Put(s.ctx, sv))
 }

@@ -370,6 +370,7 @@ func probeLeft(grp DomainGroup, stored []bool) DomainGroup {
 		if !stored[i] {
 			out.Addresses = append(out.Addresses, a)
 			out.rows = append(out.rows, grp.rows[i])
+			out.keys = append(out.keys, grp.keys[i])
 		}
 	}
 	return out

@@ -24,8 +24,8 @@ type router struct {
 	fail  func(t *target, f *hostFailure)
 	fatal func(error)
 
-	spill    *spillFile          // where queues of hosts that fell behind go
-	mem      *gauge              // addresses in memory
+	spill    *spillFile         // where queues of hosts that fell behind go
+	mem      *gauge             // addresses in memory
 	seedHost func(h *hostQueue) // fills in what earlier runs learnt about h; called with mu held
 
 	mu          sync.Mutex
@@ -41,11 +41,11 @@ type router struct {
 // hostQueue is the work and state of one MX host.
 type hostQueue struct {
 	name          string
-	operator      string    // who runs it, as the reply table and the budget name it
-	pending       []*target // the head of its queue, in memory
-	disk          diskQueue // the rest, when it fell behind (hostspill.go)
-	workers       int // live workers, including those still waiting for a slot or connecting
-	established   int // workers holding an open session
+	operator      string      // who runs it, as the reply table and the budget name it
+	pending       targetQueue // the head of its queue, in memory
+	disk          diskQueue   // the rest, when it fell behind (hostspill.go)
+	workers       int         // live workers, including those still waiting for a slot or connecting
+	established   int         // workers holding an open session
 	everUsed      bool
 	op            *operator.Operator // who runs it
 	stats         hostStats
@@ -138,7 +138,7 @@ func (r *router) newHost(name string) *hostQueue {
 }
 
 // waiting is how many addresses wait at h, in memory and on disk.
-func (h *hostQueue) waiting() int { return len(h.pending) + h.disk.len() }
+func (h *hostQueue) waiting() int { return h.pending.len() + h.disk.len() }
 
 func (r *router) notifyLocked() {
 	close(r.changed)
@@ -221,7 +221,7 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 			if h.disk.spilling() && spillable(t) {
 				r.toTailLocked(h, t)
 			} else {
-				h.pending = append(h.pending, t)
+				h.pending.push(t)
 			}
 			if !r.stopped && (h.workers == 0 || (h.workers < h.maxConns(r.cfg.MaxConnectionsPerHost) &&
 				h.waiting() > h.workers*r.cfg.NewConnectionBacklog)) {
@@ -249,21 +249,12 @@ func (r *router) reportFailed(failed []failedTarget) {
 func (r *router) take(h *hostQueue, n int) []*target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for len(h.pending) < n && h.disk.len() > 0 && !h.disk.reading {
+	for h.pending.len() < n && h.disk.len() > 0 && !h.disk.reading {
 		if !r.refillLocked(h) {
 			break
 		}
 	}
-	if n > len(h.pending) {
-		n = len(h.pending)
-	}
-	out := make([]*target, n)
-	copy(out, h.pending[:n])
-	h.pending = h.pending[n:]
-	if len(h.pending) == 0 {
-		h.pending = nil // let the backing array go
-	}
-	return out
+	return h.pending.popFront(n)
 }
 
 // requeue puts targets whose question was not answered back in h's queue.
@@ -272,7 +263,7 @@ func (r *router) requeue(h *hostQueue, targets []*target) {
 		return
 	}
 	r.mu.Lock()
-	h.pending = append(targets, h.pending...)
+	h.pending.pushFront(targets)
 	r.notifyLocked()
 	r.mu.Unlock()
 }
@@ -286,7 +277,7 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		if len(h.pending) > 0 || (h.disk.len() > 0 && !h.disk.reading) {
+		if h.pending.len() > 0 || (h.disk.len() > 0 && !h.disk.reading) {
 			r.mu.Unlock()
 			return true
 		}
@@ -409,18 +400,7 @@ const maxHarvestRounds = 3
 func (r *router) takeWhere(h *hostQueue, match func(*target) bool) []*target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var taken []*target
-	kept := h.pending[:0]
-	for _, t := range h.pending {
-		if match(t) {
-			taken = append(taken, t)
-		} else {
-			kept = append(kept, t)
-		}
-	}
-	clear(h.pending[len(kept):])
-	h.pending = kept
-	return taken
+	return h.pending.takeWhere(match)
 }
 
 // markRefusesAll records that h is asked no more: it refuses us everything
@@ -487,8 +467,7 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 		if r.cfg.RetryDelay > 0 {
 			h.downUntil = now.Add(r.cfg.RetryDelay)
 		}
-		moved := h.pending
-		h.pending = nil
+		moved := h.pending.takeAll()
 		failed = r.failoverLocked(moved, f, failed)
 		r.notifyLocked()
 		r.mu.Unlock()
@@ -577,4 +556,87 @@ func (r *router) hostsUsed() []string {
 		}
 	}
 	return names
+}
+
+// targetQueue is a host's in-memory queue: first in, first out, and cheap
+// to put a few back at the front (a worker hands back what a transaction
+// had no room for, every transaction).
+type targetQueue struct {
+	buf  []*target
+	head int // buf[head:] are queued; buf[:head] is free room at the front
+}
+
+func (q *targetQueue) len() int { return len(q.buf) - q.head }
+
+// items are the queued targets, in order; valid until the queue changes.
+func (q *targetQueue) items() []*target { return q.buf[q.head:] }
+
+func (q *targetQueue) push(ts ...*target) {
+	if len(q.buf)+len(ts) > cap(q.buf) && q.head > 0 && q.head >= q.len() {
+		// Reuse the room freed at the front rather than grow.
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, ts...)
+}
+
+func (q *targetQueue) pushFront(ts []*target) {
+	if len(ts) <= q.head {
+		q.head -= len(ts)
+		copy(q.buf[q.head:], ts)
+		return
+	}
+	nb := make([]*target, 0, len(ts)+q.len()+max(16, q.len()/4))
+	nb = append(append(nb, ts...), q.items()...)
+	q.buf, q.head = nb, 0
+}
+
+// popFront removes up to n targets from the front.
+func (q *targetQueue) popFront(n int) []*target {
+	n = min(n, q.len())
+	out := make([]*target, n)
+	copy(out, q.buf[q.head:q.head+n])
+	clear(q.buf[q.head : q.head+n]) // taken targets must not be kept alive by the queue
+	q.head += n
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+		if cap(q.buf) > 4096 {
+			q.buf = nil // let a big backing array go
+		}
+	}
+	return out
+}
+
+// takeAll empties the queue.
+func (q *targetQueue) takeAll() []*target {
+	out := q.items()
+	q.buf, q.head = nil, 0
+	return out
+}
+
+// takeWhere removes and returns the targets match says yes to.
+func (q *targetQueue) takeWhere(match func(*target) bool) []*target {
+	var taken []*target
+	live := q.items()
+	kept := live[:0]
+	for _, t := range live {
+		if match(t) {
+			taken = append(taken, t)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	clear(live[len(kept):])
+	q.buf = q.buf[:q.head+len(kept)]
+	return taken
+}
+
+// cutTail removes and returns the targets from index from (of items) on.
+func (q *targetQueue) cutTail(from int) []*target {
+	live := q.items()
+	out := append([]*target(nil), live[from:]...)
+	clear(live[from:])
+	q.buf = q.buf[:q.head+from]
+	return out
 }

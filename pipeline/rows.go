@@ -120,6 +120,7 @@ func (g *grouper) add(p parsedRow) {
 	g.byKey[p.key] = uint64(gi)<<32 | uint64(len(grp.Addresses))
 	grp.Addresses = append(grp.Addresses, p.addr)
 	grp.rows = append(grp.rows, rowRefs{first: p.ref})
+	grp.keys = append(grp.keys, p.key)
 }
 
 // addresses is the number of distinct addresses held.

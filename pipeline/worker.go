@@ -396,14 +396,15 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 		sent := time.Now()
 		var replies []probe.Reply
 		var err error
+		rcpts := addresses(asked)
 		if mailOpen {
-			replies, err = sess.RcptBatch(ctx, addresses(asked))
+			replies, err = sess.RcptBatch(ctx, rcpts)
 			h.stats.roundTrip(time.Since(sent))
 		} else {
 			// RSET (when a transaction came before), MAIL and the RCPTs
 			// in one pipelined group: one round trip, not three.
 			var tr probe.TxnReplies
-			tr, err = sess.Transaction(ctx, needReset, smtputf8, addresses(asked))
+			tr, err = sess.Transaction(ctx, needReset, smtputf8, rcpts)
 			if tr.Reset != nil && !tr.Reset.Positive() {
 				if !pipelined {
 					// Lock-step stops at the refused RSET: nothing was asked.
@@ -463,7 +464,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 				e.retryOrFailReply(h, unanswered(batch, i), reply, verdict.StageRcpt)
 				return true, onConn+answered == 0 // pushed back before any answer
 			}
-			d := e.classify(reply, verdict.StageRcpt, h)
+			d := e.classifyRcpt(reply, h, rcpts[i])
 			h.stats.reply(reply, d)
 			if d.Reason == verdict.ReasonGreylisted && e.know != nil {
 				e.know.sawGreylisting(h.name)
@@ -624,7 +625,8 @@ func (e *engine) controlFor(batch []*target) *target {
 	if best == nil || counts[best] < e.cfg.ControlThreshold {
 		return nil
 	}
-	return &target{addr: input.Address{Local: "postmaster", Domain: best.name}, dom: best}
+	pm := input.Address{Local: "postmaster", Domain: best.name}
+	return &target{addr: pm, text: pm.String(), dom: best}
 }
 
 // reaskSuspects handles the refusals of a transaction whose positive
@@ -744,7 +746,7 @@ func (e *engine) dropUnsendable(batch []*target, host string, smtputf8 bool) []*
 		switch {
 		case t.addr.NeedsSMTPUTF8 && !smtputf8:
 			e.conclude(t, output.StatusUnknown, ReasonSMTPUTF8, nil, host)
-		case probe.CheckAddress(t.addr.String()) != nil:
+		case probe.CheckAddress(t.text) != nil:
 			e.conclude(t, output.StatusInvalid, input.ReasonSyntax, nil, host)
 		default:
 			kept = append(kept, t)
@@ -793,7 +795,12 @@ func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Rep
 
 // classify reads a reply of h by the run's reply table.
 func (e *engine) classify(r probe.Reply, stage verdict.Stage, h *hostQueue) verdict.Decision {
-	return e.replies.classify(e.cfg.Replies, verdict.Input{Reply: r, Stage: stage, Operator: h.operator})
+	return e.replies.classify(e.cfg.Replies, verdict.Input{Reply: r, Stage: stage, Operator: h.operator}, "")
+}
+
+// classifyRcpt reads h's reply to RCPT TO:<rcpt>.
+func (e *engine) classifyRcpt(r probe.Reply, h *hostQueue, rcpt string) verdict.Decision {
+	return e.replies.classify(e.cfg.Replies, verdict.Input{Reply: r, Stage: verdict.StageRcpt, Operator: h.operator}, rcpt)
 }
 
 // replyCache remembers how replies were read. A server answers most
@@ -801,24 +808,31 @@ func (e *engine) classify(r probe.Reply, stage verdict.Stage, h *hostQueue) verd
 // (regular expressions among them) costs microseconds: on a run of a million
 // addresses that was a fifth of all CPU time. A reply's reading depends only
 // on its code, enhanced code, text, stage and operator, all in the key.
+//
+// Many servers repeat the recipient in their answer ("<ann@example.com>:
+// Recipient address rejected: User unknown"). The address is taken out of
+// the text before it is read, and out of the key: the reading of a reply
+// does not depend on whose address it names (an address such as
+// sorbs@example.com must not read as a blocklist's refusal), and replies
+// that differ only by it share one entry.
 type replyCache struct {
 	mu sync.Mutex
 	m  map[replyKey]verdict.Decision
 }
 
 type replyKey struct {
-	stage          verdict.Stage
-	operator       string
-	code           int
-	enhanced, text string
+	stage                 verdict.Stage
+	operator              string
+	code                  int
+	enhanced, text, after string // text before the recipient, and after it
 }
 
-// maxCachedReplies bounds the cache: servers that put the address or a
-// queue id in their text never repeat a reply, and fill it with nothing
-// worth keeping, so it starts afresh when full.
+// maxCachedReplies bounds the cache: servers that put a queue id or a time
+// in their text never repeat a reply, and fill it with nothing worth
+// keeping, so it starts afresh when full.
 const maxCachedReplies = 4096
 
-func (c *replyCache) classify(table *verdict.Table, in verdict.Input) verdict.Decision {
+func (c *replyCache) classify(table *verdict.Table, in verdict.Input, rcpt string) verdict.Decision {
 	text := ""
 	if len(in.Reply.Lines) == 1 {
 		text = in.Reply.Lines[0]
@@ -829,15 +843,23 @@ func (c *replyCache) classify(table *verdict.Table, in verdict.Input) verdict.De
 		return table.Classify(in) // not worth a key of that size
 	}
 	k := replyKey{stage: in.Stage, operator: in.Operator, code: in.Reply.Code, enhanced: in.Reply.Enhanced, text: text}
+	if rcpt != "" {
+		if i := strings.Index(text, rcpt); i >= 0 {
+			k.text, k.after = text[:i], text[i+len(rcpt):]
+		}
+	}
 	c.mu.Lock()
 	d, ok := c.m[k]
 	c.mu.Unlock()
 	if ok {
 		return d
 	}
+	if k.text != text {
+		in.Reply = probe.Reply{Code: in.Reply.Code, Enhanced: in.Reply.Enhanced, Lines: []string{k.text + k.after}}
+	}
 	d = table.Classify(in)
-	// The key must not keep the reply's buffer alive: copy the text.
-	k.text, k.enhanced = strings.Clone(k.text), strings.Clone(k.enhanced)
+	// The key must not keep the reply's buffer alive: copy its texts.
+	k.text, k.after, k.enhanced = strings.Clone(k.text), strings.Clone(k.after), strings.Clone(k.enhanced)
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedReplies {
 		c.m = make(map[replyKey]verdict.Decision, 64)
@@ -855,7 +877,7 @@ func (e *engine) pause(ctx context.Context) bool {
 func addresses(batch []*target) []string {
 	out := make([]string, len(batch))
 	for i, t := range batch {
-		out[i] = t.addr.String()
+		out[i] = t.text
 	}
 	return out
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/signals"
-	"github.com/bulkverify/bulkverify/store"
 	"github.com/bulkverify/bulkverify/verdict"
 )
 
@@ -66,7 +65,7 @@ func (w *writer) run(verdicts <-chan Verdict, ready <-chan []readyRow) error {
 // verdict writes a verdict of the engine.
 func (w *writer) verdict(v Verdict) {
 	res := output.Result{
-		Email:          v.Addr.String(),
+		Email:          v.text,
 		Status:         v.Status,
 		Reason:         v.Reason,
 		MXHost:         v.MXHost,
@@ -93,22 +92,7 @@ func (w *writer) verdict(v Verdict) {
 		w.mem.add(-1)
 	}
 	if w.store.ok() && v.Reason != verdict.ReasonSkipped {
-		w.store.check(w.cfg.Store.Put(w.store.ctx, store.Verdict{
-			Namespace:    w.store.ns,
-			Address:      res.Email,
-			Domain:       v.Addr.Domain,
-			Status:       res.Status,
-			Reason:       res.Reason,
-			SMTPCode:     res.SMTPCode,
-			EnhancedCode: res.EnhancedCode,
-			Message:      output.CleanMessage(res.SMTPMessage),
-			MXHost:       res.MXHost,
-			CatchAll:     store.TriOf(res.CatchAll),
-			TLS:          store.TriOf(res.TLS),
-			Egress:       res.Egress,
-			Attempts:     res.Attempts,
-			CheckedAt:    res.CheckedAt,
-		}))
+		w.store.put(v)
 	}
 }
 
