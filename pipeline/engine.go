@@ -372,7 +372,7 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 	var stored *store.DomainInfo
 	if e.know != nil {
 		e.know.loadHosts(ctx, mail.Hosts)
-		if !e.cfg.NoCatchAllCheck {
+		if !e.cfg.NoCatchAllCheck && !e.cfg.Refresh {
 			stored = e.know.catchAll(ctx, dom.name)
 		}
 	}

@@ -124,6 +124,7 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 		return nil
 	})
 	err = g.Wait()
+	e.sink.flush()
 	if serr := e.sink.error(); serr != nil {
 		sum.StoreError = serr.Error()
 	}

@@ -75,6 +75,14 @@ func (s *storeSink) check(err error) {
 	})
 }
 
+// flush commits what the run wrote, so that the store holds all of it when
+// Run returns (a caller may look it up, or run again, at once).
+func (s *storeSink) flush() {
+	if s.ok() {
+		s.check(s.st.Flush(s.ctx))
+	}
+}
+
 func (s *storeSink) error() error {
 	if s == nil {
 		return nil

@@ -29,6 +29,7 @@ type loader struct {
 	counted map[string]bool // of those, the ones counted in Summary.Domains
 
 	batch     []readyRow // rows for the writer, sent a batch at a time
+	idle      int        // polls of waitRoom that found connection slots idle, since the last eviction
 	providers map[string]string
 	storeErr  bool // reading the store failed: the rest is probed
 }
@@ -230,13 +231,14 @@ func (l *loader) load(pt *partition, col int) (*grouper, error) {
 }
 
 // waitRoom waits until the engine has room for another partition (see
-// perPart). When it waits while connection slots stand idle, the hosts that
-// hold the memory are behind the rest: the tails of their queues go to disk
-// (router.evict), so that a slow provider does not hold the input back.
+// perPart). While it waits with connection slots standing idle, the run is
+// not short of connections: the hosts that hold the memory are behind the
+// rest (rate-limited, slow, capped per host or per operator), and the tails
+// of their queues go to disk (router.evict), so that they do not hold the
+// rest of the input back. Waiting with every slot busy is the run going at
+// full speed: nothing is evicted then.
 func (l *loader) waitRoom(ctx context.Context) bool {
 	const poll = 5 * time.Millisecond
-	const idleBeforeEvict = 50 // polls (250 ms) with idle slots, waiting
-	idle := 0
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -251,16 +253,21 @@ func (l *loader) waitRoom(ctx context.Context) bool {
 		case <-t.C:
 		}
 		if len(l.e.slots) < cap(l.e.slots) {
-			idle++
+			l.idle++
 		} else {
-			idle = 0
+			l.idle = 0
 		}
-		if idle >= idleBeforeEvict {
+		if l.idle >= idleBeforeEvict {
 			l.e.router.evict(l.lowWater() / 2)
-			idle = 0
+			l.idle = 0
 		}
 	}
 }
+
+// idleBeforeEvict is how many polls of waitRoom, in all, must find idle
+// slots before queues are evicted: 50 ms, so that a slot freed for a moment
+// between two sessions does not count.
+const idleBeforeEvict = 10
 
 // dispatch sends a loaded batch on: rows without an address and rows the
 // store answers to the writer, the rest to the engine.

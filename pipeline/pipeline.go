@@ -250,6 +250,7 @@ func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Read
 	close(verdicts)
 	err := <-werr
 
+	e.sink.flush()
 	sum.Connections = stats.Connections
 	sum.MXHosts = len(stats.MXHosts)
 	sum.Hosts = stats.Hosts
