@@ -150,18 +150,14 @@ func (l *loader) spill(g *grouper, col int) (*partitioner, error) {
 			return fail(err)
 		}
 	}
-	for key, at := range g.byKey {
-		grp := &g.groups[at>>32]
-		i := int(uint32(at))
-		var err error
-		grp.rows[i].each(func(ref rowRef) {
-			if err == nil {
-				err = parts.add(parsedRow{ref: ref, addr: grp.Addresses[i], key: key})
+	for gi := range g.groups {
+		grp := &g.groups[gi]
+		for i, a := range grp.Addresses {
+			if err := parts.add(parsedRow{ref: grp.rows[i].first, addr: a, key: grp.keys[i]}); err != nil {
+				return fail(err)
 			}
-		})
-		if err != nil {
-			return fail(err)
 		}
+		g.groups[gi] = DomainGroup{} // written: let it go
 	}
 	return parts, nil
 }
@@ -278,7 +274,6 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 		invalidSignals(l.cfg.Signals, inv.raw, &res)
 		l.send(readyRow{rows: rowRefs{first: inv.ref}, res: res})
 	}
-	l.sum.Addresses += g.addresses()
 	for _, grp := range g.groups {
 		if !grp.split {
 			l.sum.Domains++
@@ -288,6 +283,7 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 		}
 	}
 	if l.cfg.Store == nil || l.storeErr || l.cfg.Refresh {
+		l.sum.Addresses += g.dedupeAll()
 		l.e.feed(g.groups)
 		return
 	}
@@ -327,15 +323,25 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	for i, gi := range order {
 		names[i] = g.groups[gi].Domain
 	}
+	// Each domain is deduped as the scan reaches it (its map is then at
+	// hand for the scan's lookups), or when the scan passes it by.
 	stored := make([][]bool, len(g.groups)) // by group, by address: answered by the store
 	var feed []DomainGroup
-	next := 0
+	next := 0 // index in order of the next domain to finish
+	cur, curIdx := int32(-1), map[string]int32(nil)
+	finish := func(gi int32) {
+		if gi != cur {
+			g.dedupe(int(gi))
+		}
+		l.sum.Addresses += len(g.groups[gi].Addresses)
+		if grp := probeLeft(g.groups[gi], stored[gi]); len(grp.Addresses) > 0 {
+			feed = append(feed, grp)
+		}
+		g.groups[gi] = DomainGroup{} // handed on: let it go
+	}
 	finishUpTo := func(upto int) {
 		for ; next < upto; next++ {
-			gi := order[next]
-			if grp := probeLeft(g.groups[gi], stored[gi]); len(grp.Addresses) > 0 {
-				feed = append(feed, grp)
-			}
+			finish(order[next])
 		}
 		if len(feed) >= 64 {
 			l.e.feed(feed)
@@ -345,8 +351,12 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	st := l.cfg.Store
 	_, err := st.LookupDomains(ctx, l.cfg.StoreNamespaces, names, func(i int, v store.Verdict) bool {
 		finishUpTo(i)
-		gi, ai, ok := g.find(v.Address)
-		if !ok || int32(gi) != order[i] || !st.Fresh(v) {
+		gi := order[i]
+		if gi != cur {
+			cur, curIdx = gi, g.dedupe(int(gi))
+		}
+		ai, ok := curIdx[v.Address]
+		if !ok || !st.Fresh(v) {
 			return true
 		}
 		if stored[gi] == nil {

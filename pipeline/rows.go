@@ -82,31 +82,27 @@ func keyOf(raw string, a *input.Address) string {
 	return a.String()
 }
 
-// grouper collects rows in memory: distinct addresses grouped by domain,
-// each with the rows that asked for it.
+// grouper collects rows in memory: addresses grouped by domain, each with
+// the rows that asked for it. Duplicates are collapsed per domain (dedupe),
+// not through one map of every address: a domain's map is small and stays
+// in the processor's cache while it is built and used, where a map of a
+// million addresses costs a cache miss or two per row.
 type grouper struct {
-	domIdx map[string]int32
-	groups []DomainGroup
-	// byKey finds an address's place: group index << 32 | index in the group.
-	byKey   map[string]uint64
+	domIdx  map[string]int32
+	groups  []DomainGroup
 	invalid []invalidRow
 	rows    int             // rows held, invalid ones included
 	split   map[string]bool // domains fed in several parts (DomainGroup.split)
 }
 
 func newGrouper(split map[string]bool) *grouper {
-	return &grouper{domIdx: map[string]int32{}, byKey: map[string]uint64{}, split: split}
+	return &grouper{domIdx: map[string]int32{}, split: split}
 }
 
 func (g *grouper) add(p parsedRow) {
 	g.rows++
 	if p.invalid != "" {
 		g.invalid = append(g.invalid, invalidRow{ref: p.ref, raw: p.raw, reason: p.invalid})
-		return
-	}
-	if at, ok := g.byKey[p.key]; ok {
-		rs := &g.groups[at>>32].rows[uint32(at)]
-		rs.more = append(rs.more, p.ref)
 		return
 	}
 	gi, ok := g.domIdx[p.addr.Domain]
@@ -117,17 +113,42 @@ func (g *grouper) add(p parsedRow) {
 	}
 	grp := &g.groups[gi]
 	p.addr.Domain = grp.Domain // one string per domain, not per address
-	g.byKey[p.key] = uint64(gi)<<32 | uint64(len(grp.Addresses))
 	grp.Addresses = append(grp.Addresses, p.addr)
 	grp.rows = append(grp.rows, rowRefs{first: p.ref})
 	grp.keys = append(grp.keys, p.key)
 }
 
-// addresses is the number of distinct addresses held.
-func (g *grouper) addresses() int { return len(g.byKey) }
+// dedupe collapses the duplicate addresses of group gi (the rows of a
+// duplicate join those of the address's first row) and returns the index
+// of each address by its text.
+func (g *grouper) dedupe(gi int) map[string]int32 {
+	grp := &g.groups[gi]
+	index := make(map[string]int32, len(grp.keys))
+	n := 0
+	for i, key := range grp.keys {
+		if at, dup := index[key]; dup {
+			rs := &grp.rows[at]
+			rs.more = append(rs.more, grp.rows[i].first)
+			continue
+		}
+		index[key] = int32(n)
+		grp.Addresses[n], grp.rows[n], grp.keys[n] = grp.Addresses[i], grp.rows[i], key
+		n++
+	}
+	clear(grp.Addresses[n:])
+	clear(grp.rows[n:])
+	clear(grp.keys[n:])
+	grp.Addresses, grp.rows, grp.keys = grp.Addresses[:n:n], grp.rows[:n:n], grp.keys[:n:n]
+	return index
+}
 
-// find returns the group and index of an address, if held.
-func (g *grouper) find(key string) (gi, ai int, ok bool) {
-	at, ok := g.byKey[key]
-	return int(at >> 32), int(uint32(at)), ok
+// dedupeAll dedupes every group and returns how many distinct addresses
+// they hold.
+func (g *grouper) dedupeAll() int {
+	n := 0
+	for gi := range g.groups {
+		g.dedupe(gi)
+		n += len(g.groups[gi].Addresses)
+	}
+	return n
 }
