@@ -51,36 +51,36 @@ func (l *loader) lowWater() int { return max(1, l.cfg.MemoryRows/2) }
 func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	g := newGrouper(nil)
 	var parts *partitioner
-	for {
-		rec, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
+	// Reading and parsing on one core, grouping on the other.
+	batches := make(chan rowBatch, 4)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readRows(src, l.cfg.Skip, batches, stop)
+	for b := range batches {
+		l.sum.Rows += b.read
+		l.sum.Skipped += b.skipped
+		if b.err != nil {
 			if parts != nil {
 				parts.close()
 			}
-			return fmt.Errorf("reading input: %w", err)
+			return fmt.Errorf("reading input: %w", b.err)
 		}
-		l.sum.Rows++
-		if l.cfg.Skip != nil && l.cfg.Skip(rec.Row) {
-			l.sum.Skipped++
-			continue
-		}
-		p := parseRow(rec)
-		if parts != nil {
-			if err := parts.add(p); err != nil {
-				parts.close()
-				return err
+		for _, p := range b.rows {
+			if parts != nil {
+				if err := parts.add(p); err != nil {
+					parts.close()
+					return err
+				}
+				continue
 			}
-			continue
-		}
-		g.add(p)
-		if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
-			if parts, err = l.spill(g, src.Column()); err != nil {
-				return err
+			g.add(p)
+			if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
+				var err error
+				if parts, err = l.spill(g, src.Column()); err != nil {
+					return err
+				}
+				g = nil
 			}
-			g = nil
 		}
 	}
 	if l.cfg.OnTotal != nil {
@@ -126,6 +126,54 @@ func (l *loader) run(ctx context.Context, src *input.Reader) error {
 		pt.f.Close()
 	}
 	return nil
+}
+
+// rowBatch is rows read and parsed, handed from readRows to the loader.
+type rowBatch struct {
+	rows          []parsedRow
+	read, skipped int   // rows read, and of those left out (Config.Skip)
+	err           error // why reading stopped early; the last batch
+}
+
+// readRowsBatch is how many rows go to the loader at once.
+const readRowsBatch = 512
+
+// readRows reads src to its end, parsing each row's address, and sends the
+// rows to out in batches, which it closes at the end, after a batch with
+// the error if reading failed. It stops early when stop is closed.
+func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, stop <-chan struct{}) {
+	defer close(out)
+	b := rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+	send := func() bool {
+		select {
+		case out <- b:
+			b = rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	for {
+		rec, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			send()
+			return
+		}
+		if err != nil {
+			b.err = err
+			send()
+			return
+		}
+		b.read++
+		if skip != nil && skip(rec.Row) {
+			b.skipped++
+			continue
+		}
+		b.rows = append(b.rows, parseRow(rec))
+		if len(b.rows) == readRowsBatch && !send() {
+			return
+		}
+	}
 }
 
 // spill moves the rows grouped so far to partition files: the input is
