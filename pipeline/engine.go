@@ -137,25 +137,43 @@ type domainState struct {
 	refusesAll bool
 }
 
-// target is one distinct address on its way through the engine.
+// target is one distinct address on its way through the engine. A run
+// holds one per address it has not decided yet, so it is kept small and
+// with few pointers (the garbage collector scans each one): the address is
+// its text, whose local part is text[:localLen] and domain dom.name.
 type target struct {
-	addr     input.Address
-	text     string // addr as text, as it is sent in RCPT TO
-	dom      *domainState
-	rows     rowRefs // the input rows that asked for it; moved to its Verdict
-	catchAll bool    // the synthetic catch-all probe, not a user's address
-	mxIdx    int     // index into dom.mail.Hosts of the host it is routed to
-	tries    int     // RCPT commands sent for it
-	retries  int     // delayed retry rounds used
+	text         string // the address as sent in RCPT TO: local@domain
+	dom          *domainState
+	rows         rowRefs      // the input rows that asked for it; moved to its Verdict
+	suspectReply *probe.Reply // the refusal that made it suspect
+	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
+	lastTLS      *bool
+	lastEgress   string
+	firstTry     int64 // when its first temporary answer came (Config.Clock, Unix ns); 0 = none yet
+	mxIdx        int32 // index into dom.mail.Hosts of the host it is routed to
+	localLen     uint16
+	tries        int16 // RCPT commands sent for it
+	retries      int16 // delayed retry rounds used
 	// suspect counts the refusals it got in transactions whose positive
 	// control (postmaster@) was refused too: such a refusal says nothing
 	// about the mailbox.
-	suspect      int
-	suspectReply *probe.Reply // the refusal that made it suspect
-	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
-	firstTry     time.Time
-	lastTLS      *bool
-	lastEgress   string
+	suspect  int16
+	utf8     bool // the local part needs SMTPUTF8
+	catchAll bool // the synthetic catch-all probe, not a user's address
+}
+
+// newTarget makes the target of addr at dom; text is addr as text, or ""
+// to make it.
+func newTarget(t *target, a input.Address, text string, dom *domainState) {
+	if text == "" {
+		text = a.Local + "@" + dom.name
+	}
+	t.text, t.dom, t.localLen, t.utf8 = text, dom, uint16(len(a.Local)), a.NeedsSMTPUTF8
+}
+
+// addr is the target's address.
+func (t *target) addr() input.Address {
+	return input.Address{Local: t.text[:t.localLen], Domain: t.dom.name, NeedsSMTPUTF8: t.utf8}
 }
 
 // counted reports whether t is one of the user's addresses, which the
@@ -262,14 +280,13 @@ func (e *engine) feedGroup(grp DomainGroup) {
 		}
 		t := &block[0]
 		block = block[1:]
-		t.addr, t.dom = a, dom
+		text := ""
+		if grp.keys != nil {
+			text = grp.keys[i]
+		}
+		newTarget(t, a, text, dom)
 		if grp.rows != nil {
 			t.rows = grp.rows[i]
-		}
-		if grp.keys != nil {
-			t.text = grp.keys[i]
-		} else {
-			t.text = a.String()
 		}
 		targets = append(targets, t)
 	}
@@ -397,8 +414,9 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		// First in the queue, so it is asked before (or with) the real
 		// recipients and their acceptances wait little.
 		e.router.expect(1)
-		ca := catchAllAddress(dom.name)
-		targets = append([]*target{{addr: ca, text: ca.String(), dom: dom, catchAll: true}}, targets...)
+		ca := &target{catchAll: true}
+		newTarget(ca, catchAllAddress(dom.name), "", dom)
+		targets = append([]*target{ca}, targets...)
 	}
 	e.router.add(targets)
 }
@@ -548,7 +566,7 @@ func (e *engine) stopRetries() {
 // and after how long: the delay doubles each round, and the total wait of
 // one address stays within MaxWait.
 func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply) (time.Duration, bool) {
-	if status != output.StatusUnknown || t.retries >= e.cfg.RetryRounds || e.cfg.RetryDelay <= 0 {
+	if status != output.StatusUnknown || int(t.retries) >= e.cfg.RetryRounds || e.cfg.RetryDelay <= 0 {
 		return 0, false
 	}
 	temporary := false
@@ -565,10 +583,10 @@ func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply
 		return 0, false
 	}
 	delay := e.cfg.RetryDelay << t.retries
-	if t.firstTry.IsZero() {
-		t.firstTry = e.cfg.Clock.Now()
+	if t.firstTry == 0 {
+		t.firstTry = e.cfg.Clock.Now().UnixNano()
 	}
-	if e.cfg.Clock.Since(t.firstTry)+delay > e.cfg.MaxWait {
+	if e.cfg.Clock.Since(time.Unix(0, t.firstTry))+delay > e.cfg.MaxWait {
 		return 0, false
 	}
 	return delay, true
@@ -582,8 +600,8 @@ func (e *engine) hostGaveUp(t *target, f *hostFailure) {
 // emit finishes t: catch-all probes settle their domain, acceptances wait for
 // that settlement, everything else goes out at once.
 func (e *engine) emit(t *target, v Verdict) {
-	v.Addr, v.text = t.addr, t.text
-	v.Attempts = t.tries
+	v.Addr, v.text = t.addr(), t.text
+	v.Attempts = int(t.tries)
 	v.At = e.cfg.Now()
 	v.rows, t.rows = t.rows, rowRefs{} // the verdict carries the rows to the writer
 	dom := t.dom

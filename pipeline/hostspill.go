@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"time"
 )
 
 // A host queue keeps its head in memory. When the host falls behind while
@@ -194,7 +193,7 @@ func (s *spillFile) encode(b []byte, t *target) []byte {
 	sd.refs++
 	b = binary.AppendUvarint(b, uint64(sd.id))
 	var flags byte
-	if t.addr.NeedsSMTPUTF8 {
+	if t.utf8 {
 		flags |= 1
 	}
 	if t.catchAll {
@@ -210,12 +209,8 @@ func (s *spillFile) encode(b []byte, t *target) []byte {
 	b = binary.AppendUvarint(b, uint64(t.mxIdx))
 	b = binary.AppendUvarint(b, uint64(t.tries))
 	b = binary.AppendUvarint(b, uint64(t.retries))
-	var first int64
-	if !t.firstTry.IsZero() {
-		first = t.firstTry.UnixNano()
-	}
-	b = binary.AppendVarint(b, first)
-	b = appendStr(b, t.addr.Local)
+	b = binary.AppendVarint(b, t.firstTry)
+	b = appendStr(b, t.text[:t.localLen])
 	b = appendStr(b, t.lastEgress)
 	n := 0
 	if t.rows.first.fields != nil {
@@ -248,21 +243,18 @@ func (s *spillFile) decode(d *decoder, t *target) error {
 	}
 	t.dom = sd.dom
 	s.release(sd)
-	t.addr.Domain = t.dom.name
-	t.addr.NeedsSMTPUTF8 = flags&1 != 0
+	t.utf8 = flags&1 != 0
 	t.catchAll = flags&2 != 0
 	if flags&4 != 0 {
 		tls := flags&8 != 0
 		t.lastTLS = &tls
 	}
-	t.mxIdx = int(d.uvarint())
-	t.tries = int(d.uvarint())
-	t.retries = int(d.uvarint())
-	if first := d.varint(); first != 0 {
-		t.firstTry = time.Unix(0, first)
-	}
-	t.addr.Local = d.str()
-	t.text = t.addr.String()
+	t.mxIdx = int32(d.uvarint())
+	t.tries = int16(d.uvarint())
+	t.retries = int16(d.uvarint())
+	t.firstTry = d.varint()
+	local := d.str()
+	t.text, t.localLen = local+"@"+t.dom.name, uint16(len(local))
 	t.lastEgress = d.str()
 	n := int(d.uvarint())
 	for i := range n {

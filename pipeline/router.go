@@ -231,7 +231,7 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 			return failed
 		}
 		t.failed = preferFailure(t.failed, h.down)
-		if t.mxIdx+1 >= len(hosts) {
+		if int(t.mxIdx)+1 >= len(hosts) {
 			return append(failed, failedTarget{t: t, f: t.failed})
 		}
 		t.mxIdx++
@@ -495,7 +495,7 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 func (r *router) failoverLocked(moved []*target, f *hostFailure, failed []failedTarget) []failedTarget {
 	for _, t := range moved {
 		t.failed = preferFailure(t.failed, f)
-		if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
+		if int(t.mxIdx)+1 >= len(t.dom.mail.Hosts) {
 			failed = append(failed, failedTarget{t: t, f: t.failed})
 			continue
 		}

@@ -611,7 +611,7 @@ func (e *engine) controlFor(batch []*target) *target {
 	var best *domainState
 	counts := map[*domainState]int{}
 	for _, t := range batch {
-		if strings.EqualFold(t.addr.Local, "postmaster") {
+		if strings.EqualFold(t.text[:t.localLen], "postmaster") {
 			counts[t.dom] = -len(batch) // asked anyway: no control needed
 		}
 		counts[t.dom]++
@@ -625,8 +625,9 @@ func (e *engine) controlFor(batch []*target) *target {
 	if best == nil || counts[best] < e.cfg.ControlThreshold {
 		return nil
 	}
-	pm := input.Address{Local: "postmaster", Domain: best.name}
-	return &target{addr: pm, text: pm.String(), dom: best}
+	pm := &target{}
+	newTarget(pm, input.Address{Local: "postmaster", Domain: best.name}, "", best)
+	return pm
 }
 
 // reaskSuspects handles the refusals of a transaction whose positive
@@ -744,7 +745,7 @@ func (e *engine) dropUnsendable(batch []*target, host string, smtputf8 bool) []*
 	kept := batch[:0]
 	for _, t := range batch {
 		switch {
-		case t.addr.NeedsSMTPUTF8 && !smtputf8:
+		case t.utf8 && !smtputf8:
 			e.conclude(t, output.StatusUnknown, ReasonSMTPUTF8, nil, host)
 		case probe.CheckAddress(t.text) != nil:
 			e.conclude(t, output.StatusInvalid, input.ReasonSyntax, nil, host)
@@ -769,7 +770,7 @@ func (e *engine) retryOrFail(ctx context.Context, h *hostQueue, batch []*target,
 	}
 	var again []*target
 	for _, t := range batch {
-		if t.tries >= e.cfg.MaxAttempts {
+		if int(t.tries) >= e.cfg.MaxAttempts {
 			e.conclude(t, output.StatusUnknown, reason, nil, h.name)
 			continue
 		}
@@ -783,7 +784,7 @@ func (e *engine) retryOrFail(ctx context.Context, h *hostQueue, batch []*target,
 func (e *engine) retryOrFailReply(h *hostQueue, batch []*target, reply probe.Reply, stage verdict.Stage) {
 	var again []*target
 	for _, t := range batch {
-		if t.tries >= e.cfg.MaxAttempts {
+		if int(t.tries) >= e.cfg.MaxAttempts {
 			d := e.classify(reply, stage, h)
 			e.conclude(t, d.Status, d.Reason, &reply, h.name)
 			continue
