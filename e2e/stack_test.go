@@ -491,6 +491,9 @@ func (st *stack) verify(t *testing.T, rows [][2]string) run {
 		// a slow reply into "timeout".
 		"--connect-timeout", "30s",
 		"--timeout", "30s",
+		// A store of its own for each run: every run here probes (and
+		// nothing is written to the user's cache directory).
+		"--store", filepath.Join(dir, "store.db"),
 	}
 	cmd := exec.CommandContext(ctx, st.bin, args...)
 	var stderr bytes.Buffer
