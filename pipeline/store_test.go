@@ -386,3 +386,39 @@ func TestStoreRemembersRefusals(t *testing.T) {
 		t.Error("a refusal older than RefusalMemory still kept the egress away")
 	}
 }
+
+// find reuses stored verdicts of candidate addresses too: the same people
+// again cost no RCPT and get the same answers.
+func TestFindReusesStoredVerdicts(t *testing.T) {
+	clock := newTestClock()
+	st := openStore(t, clock, store.Freshness{})
+	h := newHarness(t, findWorld())
+	h.cfg.Store, h.cfg.Now = st, clock.Now
+	people := "first_name,last_name,domain\n" +
+		"Ada,Lovelace,dotted.test\n" +
+		"Grace,Hopper,initial.test\n" +
+		"Ada,Lovelace,any.test\n"
+	first, _ := h.runFind(people, FindConfig{})
+	rcpt := h.sim.TotalCommands("RCPT")
+	if rcpt == 0 {
+		t.Fatal("the first run asked nothing")
+	}
+	clock.advance(time.Hour)
+	second, _ := h.runFind(people, FindConfig{})
+	if got := h.sim.TotalCommands("RCPT") - rcpt; got != 0 {
+		t.Errorf("the second run sent %d RCPT, want none: every candidate's verdict was fresh", got)
+	}
+	checkEveryRowOnce(t, second, 3)
+	byRow := map[string]row{}
+	for _, r := range first {
+		byRow[r["row"]] = r
+	}
+	for _, r := range second {
+		f := byRow[r["row"]]
+		for _, col := range []string{"email", "status", "reason", "confidence", "pattern", "catch_all", "checked_at"} {
+			if f[col] != r[col] {
+				t.Errorf("row %s: %s %q, the first run said %q", r["row"], col, r[col], f[col])
+			}
+		}
+	}
+}
