@@ -422,3 +422,76 @@ func TestFindReusesStoredVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// A remembered refusal binds the egress that was refused, not the others:
+// the next run asks the operator from the egress it did not refuse.
+func TestStoredRefusalBindsOnlyTheRefusedEgress(t *testing.T) {
+	w := protoWorld(mailsim.Host{Name: "mx.picky.test", BlockClients: []string{"127.0.0.81"}})
+	clock := newTestClock()
+	st := openStore(t, clock, store.Freshness{})
+	h := newHarness(t, w)
+	run := func(in string) []row {
+		t.Helper()
+		pool, err := egress.New(egress.Config{SourceIPs: []string{"127.0.0.81", "127.0.0.82"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.cfg.Egress = pool
+		h.cfg.Store, h.cfg.Now = st, clock.Now
+		rows, _ := h.run(in)
+		return rows
+	}
+	run("email\nok1@picky.test\nok2@picky.test\n")
+	info, err := st.MX(context.Background(), "mx.picky.test")
+	if err != nil || len(info.Refusals) != 1 || info.Refusals[0].Egress != "127.0.0.81" {
+		t.Fatalf("stored refusals %+v, %v; want one, of 127.0.0.81", info.Refusals, err)
+	}
+	refused := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.81")
+	allowed := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.82")
+
+	clock.advance(time.Hour)
+	rows := run("email\nok3@picky.test\nok4@picky.test\n")
+	if got := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.81") - refused; got != 0 {
+		t.Errorf("the refused egress connected %d times again", got)
+	}
+	if h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.82") == allowed {
+		t.Error("the egress that was not refused did not ask either")
+	}
+	for _, r := range rows {
+		if r["status"] != "deliverable" || r["egress"] != "127.0.0.82" {
+			t.Errorf("%s: %s/%s via %q, want deliverable via 127.0.0.82", r["email"], r["status"], r["reason"], r["egress"])
+		}
+	}
+}
+
+// The store serves partitioned inputs too, domains spread over partitions
+// included: the second run of thousands of rows through a memory limit of
+// 50 asks nothing and reuses every address.
+func TestStoreWithPartitionedInput(t *testing.T) {
+	const hosts, perHost, n = 2, 3, 2000
+	w := manyWorld(hosts, perHost, n)
+	csvText, _ := manyRows(n, hosts*perHost)
+	clock := newTestClock()
+	st := openStore(t, clock, store.Freshness{})
+	h := newHarness(t, w)
+	h.cfg.Store, h.cfg.Now = st, clock.Now
+	h.cfg.MemoryRows = 50
+	h.cfg.TempDir = t.TempDir()
+	first, sum1 := h.run(csvText)
+	checkEveryRowOnce(t, first, n)
+	if sum1.Memory.Partitions < 2 {
+		t.Fatalf("%d partitions: the input did not spill", sum1.Memory.Partitions)
+	}
+	rcpt := h.sim.TotalCommands("RCPT")
+	clock.advance(time.Hour)
+	second, sum2 := h.run(csvText)
+	checkEveryRowOnce(t, second, n)
+	if got := h.sim.TotalCommands("RCPT") - rcpt; got != 0 {
+		t.Errorf("the second run sent %d RCPT, want none", got)
+	}
+	invalid := n / 97
+	if sum2.Stored != n-invalid || sum2.Probed != invalid {
+		t.Errorf("second run: %d stored, %d probed; want %d and %d", sum2.Stored, sum2.Probed, n-invalid, invalid)
+	}
+	sameExceptSource(t, first, second, true)
+}
