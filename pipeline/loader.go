@@ -18,7 +18,7 @@ import (
 // loader reads the input and hands it to the engine: all at once when it
 // fits in Config.MemoryRows, else a partition at a time as room is made
 // (see memory.go). Rows whose verdict the store holds, fresh, go straight to
-// the writer (stored.go); rows with no address too.
+// the writer (dispatchStored); rows with no address too.
 type loader struct {
 	cfg   *Config
 	e     *engine
