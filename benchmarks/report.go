@@ -23,6 +23,7 @@ func (w *Workload) Flags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&w.RcptPerConnection, prefix+"rcpt-per-connection", w.RcptPerConnection, "RCPT per connection of "+w.Name)
 	fs.IntVar(&w.MemoryRows, prefix+"memory-rows", w.MemoryRows, "rows bulkverify groups in memory before it spills to disk in "+w.Name+" (0 = no limit)")
 	fs.BoolVar(&w.NoCatchAllCheck, prefix+"no-catch-all-check", w.NoCatchAllCheck, "skip bulkverify's per-domain catch-all check in "+w.Name)
+	fs.IntVar(&w.ChangeEvery, prefix+"change-every", w.ChangeEvery, "a rerun of "+w.Name+" changes every n-th row (20 = 5%)")
 }
 
 // Describe is a one-line summary of the workload.
@@ -37,9 +38,64 @@ func (w Workload) Describe() string {
 	for _, n := range rcpt {
 		topR = max(topR, n)
 	}
-	return fmt.Sprintf("%s: %d addresses, %d domains, %d MX hosts (Zipf %.2g: busiest host %d domains, %d RCPT), RTT %v, %d connections (%d per host), %d RCPT/transaction, %d RCPT/connection, catch-all every %d domains, memory rows %d",
+	d := fmt.Sprintf("%s: %d addresses, %d domains, %d MX hosts (Zipf %.2g: busiest host %d domains, %d RCPT), RTT %v, %d connections (%d per host), %d RCPT/transaction, %d RCPT/connection, catch-all every %d domains, memory rows %d",
 		w.Name, w.Addresses, w.Domains, w.Hosts, w.Skew, top, topR, w.RTT, w.MaxConnections, w.MaxConnectionsPerHost,
 		w.RcptPerTransaction, w.RcptPerConnection, w.CatchAllEvery, w.MemoryRows)
+	switch {
+	case w.Rerun:
+		d += fmt.Sprintf(", verdict store; run twice, the second time with every %d-th row changed", w.ChangeEvery)
+	case w.Store:
+		d += ", verdict store (empty at the start)"
+	}
+	return d
+}
+
+// WriteStoreAndMemory writes what issue 12 asks of the store and of
+// bounded memory, from the runs present: C1 with the store on against C1
+// without it, the rerun's second run against its first, and C2 (partitioned
+// on disk) against C1 (in memory), its connections against C1's scaled to
+// C2's recipients (an unbounded run's, which opens a connection per 500
+// RCPT per host however many rows there are). Nothing when none applies.
+func WriteStoreAndMemory(out io.Writer, results []Result) error {
+	find := func(name string) *Result {
+		for i := range results {
+			if results[i].Workload == name && results[i].Strategy == Bulk {
+				return &results[i]
+			}
+		}
+		return nil
+	}
+	c1, store, rerun, c2 := find("C1"), find("C1-store"), find("C1-rerun"), find("C2")
+	var b strings.Builder
+	rate := func(r *Result) float64 { return float64(r.Rows) / r.Wall.Seconds() }
+	if c1 != nil && store != nil {
+		fmt.Fprintf(&b, "| C1 store on vs off | addr/s | CPU | peak RSS MiB |\n|---|--:|--:|--:|\n")
+		fmt.Fprintf(&b, "| off | %.0f | %s | %.0f |\n| on | %.0f | %s | %.0f |\n| on/off | %.2f | %.2f | %.2f |\n\n",
+			rate(c1), fmtDur(c1.CPU), mib(c1.PeakRSS), rate(store), fmtDur(store.CPU), mib(store.PeakRSS),
+			rate(store)/rate(c1), store.CPU.Seconds()/c1.CPU.Seconds(), mib(store.PeakRSS)/mib(c1.PeakRSS))
+	}
+	if rerun != nil {
+		fmt.Fprintf(&b, "| C1-rerun | wall | CPU | RCPT | connections | DNS queries | rows stored | unchanged rows that differ |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+		fmt.Fprintf(&b, "| first run | %s | %s | %d | %d | %d | 0 | |\n", fmtDur(rerun.FirstWall), fmtDur(rerun.FirstCPU), rerun.FirstRCPT, rerun.FirstConnections, rerun.FirstDNSQueries)
+		fmt.Fprintf(&b, "| second run (5%% changed) | %s | %s | %d | %d | %d | %d | %d |\n", fmtDur(rerun.Wall), fmtDur(rerun.CPU),
+			rerun.ByVerb["RCPT"], rerun.Connections, rerun.DNSQueries, rerun.Stored, rerun.Differs)
+		fmt.Fprintf(&b, "| first/second | %.1f× | %.1f× | %.1f%% of the first | | | | |\n\n",
+			rerun.FirstWall.Seconds()/rerun.Wall.Seconds(), rerun.FirstCPU.Seconds()/rerun.CPU.Seconds(),
+			100*float64(rerun.ByVerb["RCPT"])/float64(max(1, rerun.FirstRCPT)))
+	}
+	if c2 != nil {
+		fmt.Fprintf(&b, "| C2 | rows | wall | addr/s | peak RSS MiB | connections | partitions | peak addresses in memory | spilled |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		fmt.Fprintf(&b, "| C2 | %d | %s | %.0f | %.0f | %d | %d | %d | %d |\n", c2.Rows, fmtDur(c2.Wall), rate(c2), mib(c2.PeakRSS),
+			c2.Connections, c2.Partitions, c2.PeakAddresses, c2.Spilled)
+		if c1 != nil && c1.ByVerb["RCPT"] > 0 {
+			scaled := float64(c1.Connections) * float64(c2.ByVerb["RCPT"]) / float64(c1.ByVerb["RCPT"])
+			fmt.Fprintf(&b, "| C2/C1 | | | %.2f | | %.2f (of C1's %d scaled to C2's RCPT: %.0f) | | | |\n",
+				rate(c2)/rate(c1), float64(c2.Connections)/scaled, c1.Connections, scaled)
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
 }
 
 // WriteTable writes results as a Markdown table, one row per run.

@@ -3,8 +3,12 @@ package benchmarks
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -15,6 +19,7 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/store"
 )
 
 // Strategy is how a run verifies its addresses.
@@ -108,6 +113,24 @@ type Result struct {
 
 	// Verdicts maps each address to "status/reason", when RunOptions.Record.
 	Verdicts map[string]string `json:"-"`
+
+	// From bulkverify's own summary: rows answered from the store, how the
+	// input was partitioned, the most addresses it held in memory at once,
+	// and how many waited on disk because their host fell behind.
+	Stored        int `json:"stored,omitempty"`
+	Partitions    int `json:"partitions,omitempty"`
+	PeakAddresses int `json:"peak_addresses,omitempty"`
+	Spilled       int `json:"spilled,omitempty"`
+
+	// Of a rerun (Workload.Rerun): the first run, over the unchanged list,
+	// and the rows of the second run, not changed, whose output differs
+	// from the first run's in anything but the source column.
+	FirstWall        time.Duration `json:"first_wall_ns,omitempty"`
+	FirstCPU         time.Duration `json:"first_cpu_ns,omitempty"`
+	FirstRCPT        int           `json:"first_rcpt,omitempty"`
+	FirstConnections int           `json:"first_connections,omitempty"`
+	FirstDNSQueries  int           `json:"first_dns_queries,omitempty"`
+	Differs          int           `json:"differs"`
 }
 
 // RunOptions adjusts a run.
@@ -117,6 +140,10 @@ type RunOptions struct {
 	// result rows have been written: the middle of the run, when the input
 	// and the work in progress are all in memory.
 	HeapProfile io.Writer
+	// OnStart, if set, is called just before the measured run starts (after
+	// the world is up and, for a rerun, after the first run): where a CPU
+	// profile of the run alone begins.
+	OnStart func()
 }
 
 // Run builds the workload's world in this process, runs one strategy over
@@ -163,17 +190,57 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		LeastConnections: w.LeastConnections(),
 	}
 
-	src, err := input.NewReader(w.Rows(), input.Options{})
-	if err != nil {
-		return res, fmt.Errorf("benchmarks: input: %w", err)
+	var st *store.Store
+	if w.Store && s == Bulk {
+		dir, err := os.MkdirTemp("", "bulkverify-bench-store-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		if st, err = store.Open(filepath.Join(dir, "store.db"), store.Options{}); err != nil {
+			return res, fmt.Errorf("benchmarks: store: %w", err)
+		}
+		defer st.Close()
 	}
-	csvOut, err := output.NewCSV(io.Discard, src.Header())
-	if err != nil {
-		return res, fmt.Errorf("benchmarks: output: %w", err)
+	var hashes []uint64
+	var seed maphash.Seed
+	if w.Rerun {
+		// The first run, over the unchanged list: measured for the ratio,
+		// its rows remembered to compare the second run's with.
+		hashes = make([]uint64, w.Addresses)
+		seed = maphash.MakeSeed()
+		before, err := world.Counts()
+		if err != nil {
+			return res, fmt.Errorf("benchmarks: world: %w", err)
+		}
+		check := &checker{w: w, next: discardCSV(), record: hashes, seed: seed}
+		cpu0, start := cpuTime(), time.Now()
+		if _, err := runBulk(ctx, w, world, w.Rows(), check, st); err != nil {
+			return res, fmt.Errorf("benchmarks: first run of %s: %w", w.Name, err)
+		}
+		res.FirstWall, res.FirstCPU = time.Since(start), cpuTime()-cpu0
+		after, err := world.Counts()
+		if err != nil {
+			return res, fmt.Errorf("benchmarks: world: %w", err)
+		}
+		res.FirstRCPT = after.ByVerb["RCPT"] - before.ByVerb["RCPT"]
+		res.FirstConnections = after.Connections - before.Connections
+		res.FirstDNSQueries = after.DNSQueries - before.DNSQueries
+		if check.wrong > 0 {
+			return res, fmt.Errorf("benchmarks: first run of %s: %d wrong verdicts, e.g. %v", w.Name, check.wrong, check.mismatches)
+		}
 	}
-	check := &checker{w: w, next: csvOut, heapAt: w.Addresses / 2, heap: opts.HeapProfile}
+	rows := w.Rows()
+	if w.Rerun {
+		rows = w.ChangedRows()
+	}
+	check := &checker{w: w, next: discardCSV(), heapAt: w.Addresses / 2, heap: opts.HeapProfile, compare: hashes, seed: seed}
 	if opts.Record {
 		check.verdicts = make(map[string]string, w.Addresses)
+	}
+	before, err := world.Counts()
+	if err != nil {
+		return res, fmt.Errorf("benchmarks: world: %w", err)
 	}
 
 	runtime.GC()
@@ -184,6 +251,9 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		return res, fmt.Errorf("benchmarks: world: %w", err)
 	}
 
+	if opts.OnStart != nil {
+		opts.OnStart()
+	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := cpuTime()
@@ -191,10 +261,17 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 	pprof.Do(ctx, pprof.Labels(LabelSide, SideClient), func(ctx context.Context) {
 		switch s {
 		case Bulk:
-			err = runBulk(ctx, w, world, src, check)
+			var sum pipeline.Summary
+			sum, err = runBulk(ctx, w, world, rows, check, st)
+			res.Stored, res.Partitions = sum.Stored, sum.Memory.Partitions
+			res.PeakAddresses, res.Spilled = sum.Memory.PeakAddresses, sum.Memory.Spilled
 		case BulkSOCKS:
-			res.ProxyConnections, err = runBulkSOCKS(ctx, w, world, src, check)
+			res.ProxyConnections, err = runBulkSOCKS(ctx, w, world, rows, check)
 		case Naive:
+			var src *input.Reader
+			if src, err = input.NewReader(rows, input.Options{}); err != nil {
+				return
+			}
 			n := naive{dnsAddr: world.DNSAddr(), port: world.SMTPPort(), workers: w.MaxConnections, probe: probeConfig()}
 			err = n.run(ctx, src, check)
 		}
@@ -214,17 +291,31 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 	res.Mallocs = ms1.Mallocs - ms0.Mallocs
 	res.AllocBytes = ms1.TotalAlloc - ms0.TotalAlloc
 	res.Rows, res.Wrong, res.Mismatches, res.Verdicts = check.rows, check.wrong, check.mismatches, check.verdicts
-	res.Connections = counts.Connections
-	res.DNSQueries = counts.DNSQueries
-	res.ByVerb = counts.ByVerb
-	for _, n := range counts.ByVerb {
-		res.Commands += n
+	res.Differs = check.differs
+	res.Connections = counts.Connections - before.Connections
+	res.DNSQueries = counts.DNSQueries - before.DNSQueries
+	res.ByVerb = map[string]int{}
+	for verb, n := range counts.ByVerb {
+		if d := n - before.ByVerb[verb]; d > 0 {
+			res.ByVerb[verb] = d
+			res.Commands += d
+		}
 	}
 	res.WorldCPU, res.WorldPeakRSS = counts.CPU, counts.PeakRSS
 	if check.heapErr != nil {
 		return res, fmt.Errorf("benchmarks: heap profile: %w", check.heapErr)
 	}
 	return res, nil
+}
+
+// discardCSV is where the benchmarks write their CSV: encoded as the CLI
+// does, then thrown away.
+func discardCSV() output.Writer {
+	w, err := output.NewCSV(io.Discard, []string{"email"})
+	if err != nil {
+		panic(err) // a header of one plain column cannot fail to be written to io.Discard
+	}
+	return w
 }
 
 // Median returns the run with the median wall time (the lower middle one of
@@ -240,13 +331,20 @@ func Median(runs []Result) Result {
 	return m
 }
 
-func runBulk(ctx context.Context, w Workload, world World, src *input.Reader, sink output.Writer) error {
+func runBulk(ctx context.Context, w Workload, world World, rows io.Reader, sink output.Writer, st *store.Store) (pipeline.Summary, error) {
+	src, err := input.NewReader(rows, input.Options{})
+	if err != nil {
+		return pipeline.Summary{}, fmt.Errorf("input: %w", err)
+	}
 	r, err := resolve.New(resolve.Config{Servers: []string{world.DNSAddr()}})
 	if err != nil {
-		return err
+		return pipeline.Summary{}, err
 	}
-	_, err = pipeline.Run(ctx, w.PipelineConfig(world.SMTPPort()), r, src, sink)
-	return err
+	cfg := w.PipelineConfig(world.SMTPPort())
+	if st != nil {
+		cfg.Store = st
+	}
+	return pipeline.Run(ctx, cfg, r, src, sink)
 }
 
 // maxMismatches bounds the mismatching rows a Result lists.
@@ -262,6 +360,13 @@ type checker struct {
 	wrong      int
 	mismatches []string
 	verdicts   map[string]string
+
+	// record (by row, 0-based) receives a hash of each row's output but for
+	// its source; compare holds such hashes of an earlier run, and rows
+	// unchanged since that run whose hash differs are counted in differs.
+	record, compare []uint64
+	differs         int
+	seed            maphash.Seed
 
 	heapAt  int       // write the heap profile after this many rows
 	heap    io.Writer // nil = no heap profile
@@ -280,6 +385,17 @@ func (c *checker) Write(fields []string, r output.Result) error {
 	if c.verdicts != nil {
 		c.verdicts[r.Email] = r.Status + "/" + r.Reason
 	}
+	if j := r.Row - 1; j >= 0 {
+		switch {
+		case j < len(c.record):
+			c.record[j] = resultHash(c.seed, r)
+		case j < len(c.compare) && !c.w.Changed(j) && c.compare[j] != resultHash(c.seed, r):
+			c.differs++
+			if len(c.mismatches) < maxMismatches {
+				c.mismatches = append(c.mismatches, fmt.Sprintf("row %d %s: differs from the first run", r.Row, r.Email))
+			}
+		}
+	}
 	if c.heap != nil && c.rows == c.heapAt {
 		runtime.GC() // the profile shows the heap as of the last GC
 		c.heapErr = pprof.Lookup("heap").WriteTo(c.heap, 0)
@@ -288,3 +404,37 @@ func (c *checker) Write(fields []string, r output.Result) error {
 }
 
 func (c *checker) Flush() error { return c.next.Flush() }
+
+// resultHash hashes what a row's output says, as written (server text
+// cleaned, time in seconds), but for its row number and source.
+func resultHash(seed maphash.Seed, r output.Result) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	for _, s := range []string{r.Email, r.Status, r.Reason, r.EnhancedCode, output.CleanMessage(r.SMTPMessage),
+		r.MXHost, r.Provider, r.Egress, r.TypoSuggestion} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	tri := func(b *bool) byte {
+		switch {
+		case b == nil:
+			return 2
+		case *b:
+			return 1
+		}
+		return 0
+	}
+	flag := func(b bool) byte {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(r.CheckedAt.Unix()))
+	h.Write(n[:])
+	binary.LittleEndian.PutUint64(n[:], uint64(r.SMTPCode)<<32|uint64(r.Attempts))
+	h.Write(n[:])
+	h.Write([]byte{tri(r.CatchAll), tri(r.TLS), flag(r.Disposable), flag(r.Free), flag(r.Role)})
+	return h.Sum64()
+}

@@ -89,7 +89,11 @@ func (p *socksProxy) close() {
 // runBulkSOCKS is runBulk with every connection going through a SOCKS5
 // proxy in this process; it returns how many connections the proxy
 // accepted.
-func runBulkSOCKS(ctx context.Context, w Workload, world World, src *input.Reader, sink output.Writer) (int, error) {
+func runBulkSOCKS(ctx context.Context, w Workload, world World, rows io.Reader, sink output.Writer) (int, error) {
+	src, err := input.NewReader(rows, input.Options{})
+	if err != nil {
+		return 0, fmt.Errorf("input: %w", err)
+	}
 	p, err := startSOCKSProxy(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("SOCKS5 proxy: %w", err)

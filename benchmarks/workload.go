@@ -43,7 +43,16 @@ type Workload struct {
 	RcptPerTransaction    int
 	RcptPerConnection     int
 	NoCatchAllCheck       bool
-	MemoryRows            int // bulkverify groups this many rows in memory, then spills to disk; 0 = no limit
+	MemoryRows            int // bulkverify holds about this many rows in memory, partitions the rest on disk; 0 = no limit
+
+	// Store runs bulkverify with a verdict store (a new file of its own).
+	Store bool
+	// Rerun (with Store): bulkverify runs twice against the same world and
+	// store, first over the list, then over the list with every
+	// ChangeEvery-th row changed to a new address; the second run is the
+	// one measured.
+	Rerun       bool
+	ChangeEvery int
 }
 
 // L1 is the latency-bound workload of issue 6: 20,000 addresses over 400
@@ -69,6 +78,31 @@ func C1() Workload {
 		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
 		MemoryRows: defaultMemoryRows,
 	}
+}
+
+// C2 is the bounded-memory workload of issue 12: C1 ten times over, 10
+// million addresses over 100,000 domains, with the CLI's default memory
+// limit, so that the input is partitioned on disk.
+func C2() Workload {
+	w := C1()
+	w.Name, w.Addresses, w.Domains = "C2", 10000000, 100000
+	return w
+}
+
+// C1Store is C1 with the verdict store on (an empty one): what remembering
+// every verdict costs.
+func C1Store() Workload {
+	w := C1()
+	w.Name, w.Store = "C1-store", true
+	return w
+}
+
+// C1Rerun is C1 run twice on one store, the second time with 5% of the rows
+// changed: the nightly re-check of a customer table.
+func C1Rerun() Workload {
+	w := C1()
+	w.Name, w.Store, w.Rerun, w.ChangeEvery = "C1-rerun", true, true, 20
+	return w
 }
 
 // maxHosts is how many host addresses 127.77.a.b the world can number.
@@ -101,6 +135,8 @@ func (w Workload) Validate() error {
 		return bad("recipient limits must be >= 1")
 	case w.MemoryRows < 0:
 		return bad("memory-rows %d < 0", w.MemoryRows)
+	case w.Rerun && (!w.Store || w.ChangeEvery < 1):
+		return bad("a rerun needs the store and change-every >= 1")
 	}
 	return nil
 }
@@ -207,6 +243,9 @@ func (w Workload) World() mailsim.World {
 			d.Mailboxes = make([]string, 0, (n+1)/2)
 			for u := 0; u < n; u += 2 {
 				d.Mailboxes = append(d.Mailboxes, "u"+strconv.Itoa(u))
+				if w.ChangeEvery > 0 {
+					d.Mailboxes = append(d.Mailboxes, "w"+strconv.Itoa(u)) // the changed rows' addresses
+				}
 			}
 		}
 		world.Domains[i] = d
@@ -224,7 +263,8 @@ func (w Workload) Email(j int) string {
 // the workload does not generate.
 func (w Workload) Expect(email string) (status, reason string, ok bool) {
 	local, domain, found := strings.Cut(email, "@")
-	if !found || !strings.HasPrefix(local, "u") || !strings.HasPrefix(domain, "d") || !strings.HasSuffix(domain, ".test") {
+	if !found || !(strings.HasPrefix(local, "u") || w.ChangeEvery > 0 && strings.HasPrefix(local, "w")) ||
+		!strings.HasPrefix(domain, "d") || !strings.HasSuffix(domain, ".test") {
 		return "", "", false
 	}
 	u, err1 := strconv.Atoi(local[1:])
@@ -262,15 +302,31 @@ func (w Workload) Rows() io.Reader {
 	return &rowReader{w: w, buf: []byte("email\n")}
 }
 
+// ChangedRows is Rows with every ChangeEvery-th row (rows j with j %
+// ChangeEvery == 0, 0-based) at a new address of the same domain,
+// "w<j/Domains>@d<j%Domains>.test".
+func (w Workload) ChangedRows() io.Reader {
+	return &rowReader{w: w, buf: []byte("email\n"), changed: true}
+}
+
+// Changed reports whether input row j (0-based) of ChangedRows differs
+// from Rows.
+func (w Workload) Changed(j int) bool { return w.ChangeEvery > 0 && j%w.ChangeEvery == 0 }
+
 type rowReader struct {
-	w   Workload
-	j   int    // next row to generate
-	buf []byte // generated, not yet read
+	w       Workload
+	j       int    // next row to generate
+	buf     []byte // generated, not yet read
+	changed bool
 }
 
 func (r *rowReader) Read(p []byte) (int, error) {
 	for len(r.buf) < len(p) && r.j < r.w.Addresses {
-		r.buf = append(r.buf, 'u')
+		if r.changed && r.w.Changed(r.j) {
+			r.buf = append(r.buf, 'w')
+		} else {
+			r.buf = append(r.buf, 'u')
+		}
 		r.buf = strconv.AppendInt(r.buf, int64(r.j/r.w.Domains), 10)
 		r.buf = append(r.buf, "@d"...)
 		r.buf = strconv.AppendInt(r.buf, int64(r.j%r.w.Domains), 10)

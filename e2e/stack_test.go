@@ -507,6 +507,9 @@ func (st *stack) verifyWith(t *testing.T, rows [][2]string, o verifyOptions) run
 		// a slow reply into "timeout".
 		"--connect-timeout", "30s",
 		"--timeout", "30s",
+		// A store of its own for each run: every run here probes (and
+		// nothing is written to the user's cache directory).
+		"--store", filepath.Join(dir, "store.db"),
 	}
 	args = append(args, o.flags...)
 	cmd := exec.CommandContext(ctx, st.bin, args...)

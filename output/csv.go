@@ -1,6 +1,7 @@
 package output
 
 import (
+	"bufio"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ type Row[T any] interface {
 	// and times normalised, so every writer emits the same values.
 	clean() T
 	rowNumber() int
+	// writeFastCSV writes the row without csvutil, if its kind can
+	// (csvfast.go); false when it cannot.
+	writeFastCSV(f *fastCSV, inputFields []string, width int) (bool, error)
 }
 
 // CSV writes results as CSV: the input columns, then ResultColumns.
@@ -26,6 +30,7 @@ type CSVOf[T Row[T]] struct {
 	cw    *csv.Writer
 	enc   *csvutil.Encoder
 	row   *prefixWriter
+	fast  *fastCSV
 	width int
 	extra int
 }
@@ -141,7 +146,10 @@ func ResultColumnNames(inputHeader, cols []string) []string {
 
 func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool, opts []CSVOption) (*CSVOf[T], error) {
 	o := applyOptions(opts)
-	cw := csv.NewWriter(w)
+	// csv.NewWriter keeps a *bufio.Writer of this size as it is: the fast
+	// encoder writes into the same buffer, in order.
+	bw := bufio.NewWriterSize(w, 64<<10)
+	cw := csv.NewWriter(bw)
 	cols := Columns[T]()
 	if writeHeader {
 		if err := cw.Write(CSVHeader[T](inputHeader, opts...)); err != nil {
@@ -159,7 +167,7 @@ func newCSV[T Row[T]](w io.Writer, inputHeader []string, writeHeader bool, opts 
 	enc.WithMarshalers(csvutil.MarshalFunc(func(t time.Time) ([]byte, error) {
 		return t.UTC().AppendFormat(nil, time.RFC3339), nil
 	}))
-	return &CSVOf[T]{cw: cw, enc: enc, row: row, width: len(inputHeader), extra: len(cols)}, nil
+	return &CSVOf[T]{cw: cw, enc: enc, row: row, fast: &fastCSV{bw: bw, formulaSafe: o.formulaSafe}, width: len(inputHeader), extra: len(cols)}, nil
 }
 
 // Columns returns the column names of T in the order they are written.
@@ -175,6 +183,12 @@ func Columns[T any]() []string {
 // Write writes one row: inputFields padded with "" or cut to the input header's
 // length, then r with its server text sanitized.
 func (c *CSVOf[T]) Write(inputFields []string, r T) error {
+	if done, err := r.writeFastCSV(c.fast, inputFields, c.width); done {
+		if err != nil {
+			return fmt.Errorf("output: writing CSV row %d: %w", r.rowNumber(), err)
+		}
+		return nil
+	}
 	c.row.prefix = fitFields(inputFields, c.width, c.extra)
 	if err := c.enc.Encode(r.clean()); err != nil {
 		return fmt.Errorf("output: writing CSV row %d: %w", r.rowNumber(), err)

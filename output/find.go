@@ -25,6 +25,8 @@ type FindResult struct {
 
 func (r FindResult) rowNumber() int { return r.Row }
 
+func (FindResult) writeFastCSV(*fastCSV, []string, int) (bool, error) { return false, nil }
+
 func (r FindResult) clean() FindResult {
 	cleanServerText(&r.SMTPMessage, &r.MXHost, &r.EnhancedCode, &r.CheckedAt)
 	return r
@@ -49,6 +51,8 @@ type CandidateResult struct {
 }
 
 func (r CandidateResult) rowNumber() int { return r.Row }
+
+func (CandidateResult) writeFastCSV(*fastCSV, []string, int) (bool, error) { return false, nil }
 
 func (r CandidateResult) clean() CandidateResult {
 	cleanServerText(&r.SMTPMessage, &r.MXHost, &r.EnhancedCode, &r.CheckedAt)

@@ -34,6 +34,10 @@ type Result struct {
 	Free           bool   `csv:"free" json:"free"`
 	Role           bool   `csv:"role" json:"role"`
 	TypoSuggestion string `csv:"typo_suggestion" json:"typo_suggestion,omitempty"` // the address probably meant
+
+	// Source says where the verdict comes from: SourceProbed or
+	// SourceStored (with the CheckedAt of the run that probed it).
+	Source string `csv:"source" json:"source,omitempty"`
 }
 
 // ResultColumns returns the result column names in the order they are written,
@@ -72,3 +76,14 @@ func fitFields(fields []string, n, extra int) []string {
 	copy(out, fields)
 	return out
 }
+
+// Values of the source column.
+const (
+	SourceProbed = "probed" // decided by this run: probed, looked up in DNS, or judged by its syntax
+	SourceStored = "stored" // reused from the verdict store, as an earlier run decided it (checked_at says when)
+)
+
+// CleanMessage is server text as the message column holds it: sanitised and
+// cut as every writer does, for keeping it elsewhere (the verdict store) so
+// that writing it again gives the same cell.
+func CleanMessage(s string) string { return Sanitize(s, maxMessageRunes) }

@@ -110,7 +110,7 @@ func TestResultColumnsMatchTags(t *testing.T) {
 	// decision, not a side effect of editing a struct.
 	documented := []string{"row", "email", "status", "reason", "smtp_code", "enhanced_code",
 		"smtp_message", "mx_host", "catch_all", "tls", "attempts", "checked_at",
-		"provider", "egress", "disposable", "free", "role", "typo_suggestion"}
+		"provider", "egress", "disposable", "free", "role", "typo_suggestion", "source"}
 	if !reflect.DeepEqual(ResultColumns(), documented) {
 		t.Errorf("ResultColumns() = %q, documented %q", ResultColumns(), documented)
 	}
@@ -345,19 +345,19 @@ func TestFormulaSafe(t *testing.T) {
 	header := []string{"email", "=note"}
 	fields := []string{"=cmd|calc@corp.test", "-5"}
 	res := Result{Row: 1, Email: "=cmd|calc@corp.test", Status: StatusDeliverable, Reason: "accepted",
-		SMTPCode: 250, SMTPMessage: "=2+2 ok", CheckedAt: time.Date(2024, 5, 6, 5, 8, 9, 0, time.UTC)}
+		SMTPCode: 250, SMTPMessage: "=2+2 ok", CheckedAt: time.Date(2024, 5, 6, 5, 8, 9, 0, time.UTC), Source: SourceProbed}
 	tests := []struct {
 		name string
 		opts []CSVOption
 		want []string // header, then the row
 	}{
 		{"exact by default", nil, []string{
-			"email,=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion",
-			"=cmd|calc@corp.test,-5,1,=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,",
+			"email,=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion,source",
+			"=cmd|calc@corp.test,-5,1,=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,,probed",
 		}},
 		{"formula-safe", []CSVOption{FormulaSafe()}, []string{
-			"email,'=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion",
-			"'=cmd|calc@corp.test,'-5,1,'=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,",
+			"email,'=note,row,result_email,status,reason,smtp_code,enhanced_code,smtp_message,mx_host,catch_all,tls,attempts,checked_at,provider,egress,disposable,free,role,typo_suggestion,source",
+			"'=cmd|calc@corp.test,'-5,1,'=cmd|calc@corp.test,deliverable,accepted,250,,'=2+2 ok,,,,0,2024-05-06T05:08:09Z,,,false,false,false,,probed",
 		}},
 	}
 	for _, tt := range tests {

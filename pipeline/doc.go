@@ -5,4 +5,16 @@
 // sessions per host, classifies every reply and hands exactly one result per
 // input row to the output writer. It holds no network code of its own: DNS is
 // the resolve package's and SMTP is the probe package's.
+//
+// One engine (engine.go, router.go, worker.go) serves a whole run, fed in
+// parts by the loader (loader.go): memory stays bounded at any input size
+// (memory.go says how: partitions on disk, targets that carry their rows,
+// host queues that spill to disk when their host falls behind).
+//
+// With a verdict store (Config.Store), a fresh stored verdict is written
+// without probing (source "stored"), and what a run learns is written back:
+// verdicts, catch-all answers, and what MX hosts taught about their limits
+// and their refusals of our egresses (knowledge.go). The store's file
+// format and lifetimes are the store package's; deciding what to reuse and
+// what to remember is this package's.
 package pipeline

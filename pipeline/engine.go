@@ -3,8 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -13,13 +11,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/operator"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
 	"github.com/bulkverify/bulkverify/signals"
+	"github.com/bulkverify/bulkverify/store"
 	"github.com/bulkverify/bulkverify/verdict"
 )
 
@@ -40,12 +39,30 @@ type Verdict struct {
 	Attempts int
 	At       time.Time
 	Signals  signals.Facts // zero when Config.Signals is nil
+
+	text   string  // Addr as text
+	rows   rowRefs // the input rows it answers (verify); empty for find and Probe
+	raw    string  // the input's text, for a row with no address to probe (invalid)
+	stored bool    // reused from the store, not probed in this run
 }
 
 // DomainGroup is the distinct, syntactically valid addresses of one domain.
 type DomainGroup struct {
 	Domain    string
 	Addresses []input.Address
+
+	// rows are the input rows that asked for each address (parallel to
+	// Addresses; nil when the caller keeps its own map, as find does). A
+	// target carries its rows, so that a decided address frees them.
+	rows []rowRefs
+	// keys are the addresses as text (parallel to Addresses; nil = made
+	// from them): often the input's own strings, so nothing is built per
+	// address.
+	keys []string
+	// split: the domain's addresses come in several groups (a domain too
+	// big for one partition): they share one domainState, one MX lookup and
+	// one catch-all check.
+	split bool
 }
 
 // EngineStats counts what the engine did on the wire.
@@ -58,6 +75,9 @@ type EngineStats struct {
 
 // engine resolves, routes and probes addresses; verify and find are front
 // ends that turn input rows into DomainGroups and Verdicts into output rows.
+// One engine serves a whole run: its input may be fed in parts (feed), and
+// its connections, host queues, learnt limits and domains' catch-all answers
+// carry over from one part to the next.
 type engine struct {
 	cfg    Config
 	res    *resolve.Resolver
@@ -74,8 +94,24 @@ type engine struct {
 	workers     sync.WaitGroup
 	connections atomic.Int64
 
-	mu       sync.Mutex                // guards domainState fields, heldBy and the retry timers
+	dnsSlots  chan struct{}  // domains being resolved at once (DNSWorkers)
+	resolving sync.WaitGroup // domains fed and not yet routed or judged
+
+	// mem counts the addresses (targets, with their rows) held in memory;
+	// see gauge.
+	mem *gauge
+	// spill holds the host queues' overflow on disk (hostspill.go).
+	spill *spillFile
+	// sink writes to the store, know is what the store remembers about
+	// domains and MX hosts; both nil without a store.
+	sink *storeSink
+	know *knowledge
+	// replies caches the reading of replies (classify).
+	replies replyCache
+
+	mu       sync.Mutex                // guards domainState fields, heldBy, shared and the retry timers
 	heldBy   map[*domainState]struct{} // domains with acceptances waiting for their catch-all answer
+	shared   map[string]*domainState   // domains fed in several groups (DomainGroup.split), by name
 	timers   map[clockwork.Timer]struct{}
 	stopped  bool           // no more retries: the run is over
 	timersWG sync.WaitGroup // retry callbacks running or due
@@ -84,7 +120,10 @@ type engine struct {
 // domainState is what the engine knows about one domain during a run.
 type domainState struct {
 	name string
-	mail resolve.Mail
+	mail resolve.Mail // set once, under engine.mu, before any of its addresses is routed
+
+	resolved   bool // mail is set (a domain fed in parts is looked up by its first part)
+	checkAsked bool // its catch-all check is queued or done
 
 	// Catch-all detection: one RCPT for a local part that cannot exist,
 	// asked in the same transaction as the domain's real recipients.
@@ -98,62 +137,190 @@ type domainState struct {
 	refusesAll bool
 }
 
-// target is one distinct address on its way through the engine.
+// target is one distinct address on its way through the engine. A run
+// holds one per address it has not decided yet, so it is kept small and
+// with few pointers (the garbage collector scans each one): the address is
+// its text, whose local part is text[:localLen] and domain dom.name.
 type target struct {
-	addr     input.Address
-	dom      *domainState
-	catchAll bool // the synthetic catch-all probe, not a user's address
-	mxIdx    int  // index into dom.mail.Hosts of the host it is routed to
-	tries    int  // RCPT commands sent for it
-	retries  int  // delayed retry rounds used
+	text         string // the address as sent in RCPT TO: local@domain
+	dom          *domainState
+	rows         rowRefs      // the input rows that asked for it; moved to its Verdict
+	suspectReply *probe.Reply // the refusal that made it suspect
+	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
+	lastTLS      *bool
+	lastEgress   string
+	firstTry     int64 // when its first temporary answer came (Config.Clock, Unix ns); 0 = none yet
+	mxIdx        int32 // index into dom.mail.Hosts of the host it is routed to
+	localLen     uint16
+	tries        int16 // RCPT commands sent for it
+	retries      int16 // delayed retry rounds used
 	// suspect counts the refusals it got in transactions whose positive
 	// control (postmaster@) was refused too: such a refusal says nothing
 	// about the mailbox.
-	suspect      int
-	suspectReply *probe.Reply // the refusal that made it suspect
-	failed       *hostFailure // why the MX hosts tried so far in this round could not be used
-	firstTry     time.Time
-	lastTLS      *bool
-	lastEgress   string
+	suspect  int16
+	utf8     bool // the local part needs SMTPUTF8
+	catchAll bool // the synthetic catch-all probe, not a user's address
 }
+
+// newTarget makes the target of addr at dom; text is addr as text, or ""
+// to make it.
+func newTarget(t *target, a input.Address, text string, dom *domainState) {
+	if text == "" {
+		text = a.Local + "@" + dom.name
+	}
+	t.text, t.dom, t.localLen, t.utf8 = text, dom, uint16(len(a.Local)), a.NeedsSMTPUTF8
+}
+
+// addr is the target's address.
+func (t *target) addr() input.Address {
+	return input.Address{Local: t.text[:t.localLen], Domain: t.dom.name, NeedsSMTPUTF8: t.utf8}
+}
+
+// counted reports whether t is one of the user's addresses, which the
+// memory gauge counts (catch-all checks and positive controls are not).
+func (t *target) counted() bool { return !t.catchAll && t.rows.first.fields != nil }
 
 // probeEngine runs the engine over groups and sends exactly one Verdict per
 // address to out (which it does not close). It returns when every verdict is
 // sent or ctx ends; undecided addresses then get no verdict.
 func probeEngine(ctx context.Context, cfg Config, res *resolve.Resolver, groups []DomainGroup, out chan<- Verdict) EngineStats {
 	cfg.setDefaults()
+	e := newEngine(ctx, cfg, res, out)
+	e.feed(groups)
+	return e.end()
+}
+
+// newEngine makes the engine of one run; cfg has its defaults set. It
+// starts nothing until fed. end must be called.
+func newEngine(ctx context.Context, cfg Config, res *resolve.Resolver, out chan<- Verdict) *engine {
 	ctx, stopRun := context.WithCancelCause(ctx)
-	defer stopRun(nil)
 	e := &engine{
-		stopRun: stopRun,
-		cfg:     cfg,
-		res:     res,
-		slots:   make(chan struct{}, cfg.MaxConnections),
-		out:     out,
-		start:   cfg.Clock.Now(),
-		workCtx: ctx,
-		timers:  map[clockwork.Timer]struct{}{},
-		heldBy:  map[*domainState]struct{}{},
+		stopRun:  stopRun,
+		cfg:      cfg,
+		res:      res,
+		slots:    make(chan struct{}, cfg.MaxConnections),
+		out:      out,
+		start:    cfg.Clock.Now(),
+		workCtx:  ctx,
+		timers:   map[clockwork.Timer]struct{}{},
+		heldBy:   map[*domainState]struct{}{},
+		shared:   map[string]*domainState{},
+		dnsSlots: make(chan struct{}, cfg.DNSWorkers),
+		mem:      newGauge(),
+	}
+	e.spill = newSpillFile(cfg.TempDir, cfg.MemoryRows)
+	if cfg.Store != nil {
+		e.sink = newStoreSink(&e.cfg)
+		e.know = newKnowledge(&e.cfg, e.sink)
 	}
 	e.router = newRouter(&e.cfg, e.startWorker, e.hostGaveUp)
-	total := 0
+	e.router.spill = e.spill
+	e.router.mem = e.mem
+	e.router.fatal = e.fatal
+	if e.know != nil {
+		e.router.seedHost = e.know.seedHost
+	}
+	return e
+}
+
+// feed resolves the domains of groups and routes their addresses, with at
+// most DNSWorkers lookups at once. It returns once every domain has been
+// handed to a lookup (not when they are done), or when the run ends.
+func (e *engine) feed(groups []DomainGroup) {
+	total, counted := 0, 0
 	for _, g := range groups {
 		total += len(g.Addresses)
+		if g.rows != nil {
+			counted += len(g.Addresses)
+		}
 	}
 	e.router.expect(total)
-	e.resolveAll(ctx, groups)
+	// Counted now, not as each domain's lookup starts: the loader decides
+	// from this whether there is room for more.
+	e.mem.add(counted)
+	for _, grp := range groups {
+		select {
+		case e.dnsSlots <- struct{}{}:
+		case <-e.workCtx.Done():
+			return // the rest stay undecided; end sees the run is over
+		}
+		e.resolving.Add(1)
+		go func() {
+			defer func() {
+				<-e.dnsSlots
+				e.resolving.Done()
+			}()
+			e.feedGroup(grp)
+		}()
+	}
+}
+
+// feedGroup turns a group into targets and resolves its domain.
+func (e *engine) feedGroup(grp DomainGroup) {
+	var dom *domainState
+	if grp.split {
+		e.mu.Lock()
+		dom = e.shared[grp.Domain]
+		if dom == nil {
+			dom = &domainState{name: grp.Domain}
+			e.shared[grp.Domain] = dom
+		}
+		e.mu.Unlock()
+	} else {
+		dom = &domainState{name: grp.Domain}
+	}
+	targets := make([]*target, 0, len(grp.Addresses)+1)
+	// Targets are allocated in blocks, not one by one, but small ones: a
+	// block stays in memory while any of its targets does.
+	const blockSize = 64
+	var block []target
+	for i, a := range grp.Addresses {
+		if len(block) == 0 {
+			block = make([]target, min(blockSize, len(grp.Addresses)-i))
+		}
+		t := &block[0]
+		block = block[1:]
+		text := ""
+		if grp.keys != nil {
+			text = grp.keys[i]
+		}
+		newTarget(t, a, text, dom)
+		if grp.rows != nil {
+			t.rows = grp.rows[i]
+		}
+		targets = append(targets, t)
+	}
+	e.resolveDomain(e.workCtx, dom, targets, 0)
+}
+
+func countTargets(ts []*target) int {
+	n := 0
+	for _, t := range ts {
+		if t.counted() {
+			n++
+		}
+	}
+	return n
+}
+
+// end says nothing more will be fed, waits until every address fed is
+// decided (or the run is stopped), then stops the engine.
+func (e *engine) end() EngineStats {
+	defer e.stopRun(nil)
+	e.resolving.Wait()
 	e.router.producerDone()
 	select {
 	case <-e.router.allDone:
-	case <-ctx.Done():
+	case <-e.workCtx.Done():
 	}
 	e.router.stop()
 	e.stopRetries()
 	e.workers.Wait()
 	e.releaseHeld()
+	e.spill.close()
 	stats := EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed(), Hosts: e.router.summaries()}
 	var tripped *TrippedError
-	if err := context.Cause(ctx); errors.As(err, &tripped) {
+	if err := context.Cause(e.workCtx); errors.As(err, &tripped) {
 		stats.Err = err
 	}
 	return stats
@@ -176,29 +343,6 @@ func (e *engine) releaseHeld() {
 	}
 }
 
-// resolveAll looks up every domain once and routes its addresses.
-func (e *engine) resolveAll(ctx context.Context, groups []DomainGroup) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.cfg.DNSWorkers)
-	for _, grp := range groups {
-		if gctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			dom := &domainState{name: grp.Domain}
-			block := make([]target, len(grp.Addresses)) // one allocation per domain, not per address
-			targets := make([]*target, 0, len(grp.Addresses)+1)
-			for i, a := range grp.Addresses {
-				block[i] = target{addr: a, dom: dom}
-				targets = append(targets, &block[i])
-			}
-			e.resolveDomain(gctx, dom, targets, 0)
-			return nil
-		})
-	}
-	_ = g.Wait()
-}
-
 // resolveDomain looks the domain up and routes its addresses, or gives them
 // their DNS verdict. A temporary DNS failure (SERVFAIL, timeouts) is asked
 // again on the delayed-retry schedule before it becomes dns_error.
@@ -219,7 +363,12 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		if reason == ReasonDNSError && round < e.cfg.RetryRounds && e.cfg.RetryDelay > 0 {
 			delay := e.cfg.RetryDelay << round
 			if e.cfg.Clock.Since(e.start)+delay <= e.cfg.MaxWait {
-				e.later(delay, func() { e.resolveDomain(e.workCtx, dom, targets, round+1) })
+				n := countTargets(targets)
+				e.mem.park(n)
+				e.later(delay, func() {
+					e.mem.park(-n)
+					e.resolveDomain(e.workCtx, dom, targets, round+1)
+				})
 				return
 			}
 		}
@@ -237,15 +386,37 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 			return
 		}
 	}
-	dom.mail = mail
-	if !e.cfg.NoCatchAllCheck {
+	var stored *store.DomainInfo
+	if e.know != nil {
+		e.know.loadHosts(ctx, mail.Hosts)
+		if !e.cfg.NoCatchAllCheck && !e.cfg.Refresh {
+			stored = e.know.catchAll(ctx, dom.name)
+		}
+	}
+	e.mu.Lock()
+	if !dom.resolved {
+		// A domain fed in parts keeps the answer its first part got.
+		dom.mail, dom.resolved = mail, true
+	}
+	ask := false
+	if !e.cfg.NoCatchAllCheck && !dom.checkAsked {
+		dom.checkAsked = true
+		if stored != nil {
+			// Answered in an earlier run, recently enough: not asked again.
+			dom.catchAll, dom.checkHost = stored.CatchAll.Bool(), stored.CatchAllMX
+		} else {
+			dom.probePending = true
+			ask = true
+		}
+	}
+	e.mu.Unlock()
+	if ask {
 		// First in the queue, so it is asked before (or with) the real
 		// recipients and their acceptances wait little.
-		e.mu.Lock()
-		dom.probePending = true
-		e.mu.Unlock()
 		e.router.expect(1)
-		targets = append([]*target{{addr: catchAllAddress(dom.name), dom: dom, catchAll: true}}, targets...)
+		ca := &target{catchAll: true}
+		newTarget(ca, catchAllAddress(dom.name), "", dom)
+		targets = append([]*target{ca}, targets...)
 	}
 	e.router.add(targets)
 }
@@ -312,10 +483,19 @@ const maxKeptReplyText = 1024
 
 // boundReply returns the reply as a verdict keeps it: code, enhanced code,
 // and the text on one line, cut to maxKeptReplyText bytes (at a rune
-// boundary), in memory of its own.
+// boundary), in memory of its own (a reply of one short line keeps the
+// string the reader made of that line, which holds nothing more).
 func boundReply(r *probe.Reply) *probe.Reply {
 	if r == nil {
 		return nil
+	}
+	k := new(keptReply) // the reply and its one line in one allocation
+	k.r = probe.Reply{Code: r.Code, Enhanced: r.Enhanced, Lines: k.line[:]}
+	if len(r.Lines) == 1 && len(r.Lines[0]) <= maxKeptReplyText {
+		// A line the reader made a string of its own: keeping it keeps
+		// nothing more.
+		k.line[0] = r.Lines[0]
+		return &k.r
 	}
 	text := r.Text()
 	if len(text) > maxKeptReplyText {
@@ -325,12 +505,23 @@ func boundReply(r *probe.Reply) *probe.Reply {
 		}
 		text = text[:cut]
 	}
-	return &probe.Reply{Code: r.Code, Enhanced: r.Enhanced, Lines: []string{strings.Clone(text)}}
+	k.line[0] = strings.Clone(text)
+	return &k.r
+}
+
+type keptReply struct {
+	r    probe.Reply
+	line [1]string
 }
 
 // retryLater puts t back in the queue after delay.
 func (e *engine) retryLater(delay time.Duration, t *target) {
-	e.later(delay, func() { e.router.add([]*target{t}) })
+	n := countTargets([]*target{t})
+	e.mem.park(n)
+	e.later(delay, func() {
+		e.mem.park(-n)
+		e.router.add([]*target{t})
+	})
 }
 
 // later runs f after delay, unless the run is over by then.
@@ -375,7 +566,7 @@ func (e *engine) stopRetries() {
 // and after how long: the delay doubles each round, and the total wait of
 // one address stays within MaxWait.
 func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply) (time.Duration, bool) {
-	if status != output.StatusUnknown || t.retries >= e.cfg.RetryRounds || e.cfg.RetryDelay <= 0 {
+	if status != output.StatusUnknown || int(t.retries) >= e.cfg.RetryRounds || e.cfg.RetryDelay <= 0 {
 		return 0, false
 	}
 	temporary := false
@@ -392,10 +583,10 @@ func (e *engine) retryDelay(t *target, status, reason string, reply *probe.Reply
 		return 0, false
 	}
 	delay := e.cfg.RetryDelay << t.retries
-	if t.firstTry.IsZero() {
-		t.firstTry = e.cfg.Clock.Now()
+	if t.firstTry == 0 {
+		t.firstTry = e.cfg.Clock.Now().UnixNano()
 	}
-	if e.cfg.Clock.Since(t.firstTry)+delay > e.cfg.MaxWait {
+	if e.cfg.Clock.Since(time.Unix(0, t.firstTry))+delay > e.cfg.MaxWait {
 		return 0, false
 	}
 	return delay, true
@@ -409,11 +600,13 @@ func (e *engine) hostGaveUp(t *target, f *hostFailure) {
 // emit finishes t: catch-all probes settle their domain, acceptances wait for
 // that settlement, everything else goes out at once.
 func (e *engine) emit(t *target, v Verdict) {
-	v.Addr = t.addr
-	v.Attempts = t.tries
+	v.Addr, v.text = t.addr(), t.text
+	v.Attempts = int(t.tries)
 	v.At = e.cfg.Now()
+	v.rows, t.rows = t.rows, rowRefs{} // the verdict carries the rows to the writer
 	dom := t.dom
 	var release []Verdict
+	settled := false
 	e.mu.Lock()
 	switch {
 	case t.catchAll:
@@ -423,9 +616,9 @@ func (e *engine) emit(t *target, v Verdict) {
 		switch {
 		case v.Reply == nil:
 		case v.Status == output.StatusDeliverable:
-			dom.catchAll, dom.checkHost = ptr(true), v.MXHost
+			dom.catchAll, dom.checkHost, settled = ptr(true), v.MXHost, true
 		case v.Status == output.StatusUndeliverable:
-			dom.catchAll, dom.checkHost = ptr(false), v.MXHost
+			dom.catchAll, dom.checkHost, settled = ptr(false), v.MXHost, true
 		}
 		release, dom.held = dom.held, nil
 		delete(e.heldBy, dom)
@@ -440,6 +633,9 @@ func (e *engine) emit(t *target, v Verdict) {
 	}
 	catchAll, checkHost := dom.catchAll, dom.checkHost
 	e.mu.Unlock()
+	if settled && e.know != nil {
+		e.know.putCatchAll(dom.name, *catchAll, checkHost, v.At)
+	}
 
 	for _, r := range release {
 		r.CatchAll = catchAll
@@ -474,8 +670,16 @@ func (e *engine) emit(t *target, v Verdict) {
 // deliverable, whatever its MX says.
 func (e *engine) finish(v Verdict) Verdict {
 	acceptsAll := false
+	var h *hostQueue
 	if v.MXHost != "" {
-		if op := e.cfg.Operators.Lookup(v.MXHost); !op.Own() {
+		h = e.router.host(v.MXHost)
+		op := (*operator.Operator)(nil)
+		if h != nil {
+			op = h.op
+		} else {
+			op = e.cfg.Operators.Lookup(v.MXHost)
+		}
+		if !op.Own() {
 			v.Provider, acceptsAll = op.Name, op.AcceptsAll
 		}
 	}
@@ -493,7 +697,9 @@ func (e *engine) finish(v Verdict) Verdict {
 	case acceptsAll && v.CatchAll == nil && v.Status == output.StatusDeliverable:
 		v.Status, v.Reason = output.StatusRisky, verdict.ReasonProviderAcceptsAll
 	}
-	e.router.countVerdict(v.MXHost, v.Status)
+	if h != nil {
+		h.countVerdict(v.Status)
+	}
 	return v
 }
 
@@ -523,210 +729,4 @@ func Probe(ctx context.Context, cfg Config, res *resolve.Resolver, addr input.Ad
 	for range out { // nothing more is sent; wait for the engine to finish
 	}
 	return v, ok
-}
-
-// Run verifies every row of src and writes one result per row to sink. It
-// returns when every row is written, or when ctx is cancelled or a fatal
-// error happens; in both of those cases what was decided is still written.
-func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Reader, sink output.Writer) (Summary, error) {
-	cfg.setDefaults()
-	start := time.Now()
-	sum := Summary{ByStatus: map[string]int{}, ByReason: map[string]int{}}
-
-	// Reading is a barrier by nature: grouping by domain needs every row,
-	// and a malformed file should fail before anything is probed.
-	b, full, err := readAll(src, cfg.Skip, cfg.MemoryRows)
-	if err != nil {
-		return sum, err
-	}
-	if !full {
-		sum.Rows, sum.Skipped = b.rows, b.skipped
-		if cfg.OnTotal != nil {
-			cfg.OnTotal(b.rows - b.skipped)
-		}
-		err = runBatch(ctx, cfg, res, b, sink, &sum)
-		sum.Duration = time.Since(start)
-		return sum, err
-	}
-
-	// Too big to group in memory: spill every row by domain into
-	// partition files and verify them one at a time.
-	sp, err := newSpiller(cfg.TempDir, cfg.MemoryRows, src.Column(), len(src.Header()))
-	if err != nil {
-		return sum, err
-	}
-	defer sp.close()
-	sum.Rows, sum.Skipped = b.rows, b.skipped
-	if err := spillBatch(sp, b); err != nil {
-		return sum, err
-	}
-	b = batch{} // let it go before reading on
-	for {
-		rec, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return sum, fmt.Errorf("reading input: %w", err)
-		}
-		sum.Rows++
-		if cfg.Skip != nil && cfg.Skip(rec.Row) {
-			sum.Skipped++
-			continue
-		}
-		if err := sp.add(rec.Row, rec.Fields); err != nil {
-			return sum, err
-		}
-	}
-	parts, err := sp.parts()
-	if err != nil {
-		return sum, err
-	}
-	if cfg.OnTotal != nil {
-		cfg.OnTotal(sum.Rows - sum.Skipped)
-	}
-	for _, part := range parts {
-		pb, _, err := readAll(part, nil, 0)
-		if err != nil {
-			return sum, err
-		}
-		if err := runBatch(ctx, cfg, res, pb, sink, &sum); err != nil {
-			sum.Duration = time.Since(start)
-			return sum, err
-		}
-	}
-	sum.Duration = time.Since(start)
-	return sum, nil
-}
-
-// runBatch verifies one batch of rows grouped in memory, adding to sum.
-func runBatch(ctx context.Context, cfg Config, res *resolve.Resolver, b batch, sink output.Writer, sum *Summary) error {
-	sum.Addresses += len(b.byKey)
-	sum.Domains += len(b.groups)
-	verdicts := make(chan Verdict, 256)
-	g, gctx := errgroup.WithContext(ctx)
-	// A write error stops the probing at once (the writer still drains,
-	// so nothing blocks): there is no point asking what cannot be written.
-	gctx, stopProbing := context.WithCancel(gctx)
-	defer stopProbing()
-	g.Go(func() error { return writeResults(cfg, b, verdicts, sink, sum, stopProbing) })
-	var stats EngineStats
-	g.Go(func() error {
-		defer close(verdicts)
-		stats = probeEngine(gctx, cfg, res, b.groups, verdicts)
-		return nil
-	})
-	err := g.Wait()
-	sum.Connections += stats.Connections
-	sum.addHosts(stats.MXHosts)
-	sum.addHostSummaries(stats.Hosts)
-	if err == nil {
-		err = stats.Err
-	}
-	if err == nil {
-		err = ctx.Err()
-	}
-	return err
-}
-
-// writeResults is the only goroutine that touches sink. After a write error
-// it keeps draining so that the engine never blocks, and reports the error.
-func writeResults(cfg Config, b batch, verdicts <-chan Verdict, sink output.Writer, sum *Summary, stopProbing func()) error {
-	var werr error
-	write := func(ref rowRef, res output.Result) {
-		if werr != nil {
-			return
-		}
-		res.Row = ref.row
-		if err := sink.Write(ref.fields, res); err != nil {
-			werr = fmt.Errorf("writing results: %w", err)
-			stopProbing()
-			return
-		}
-		sum.ByStatus[res.Status]++
-		sum.ByReason[res.Reason]++
-		if cfg.OnResult != nil {
-			cfg.OnResult(res)
-		}
-	}
-	now := cfg.Now()
-	for _, inv := range b.invalid {
-		res := output.Result{Email: inv.raw, Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now}
-		invalidSignals(cfg.Signals, inv.raw, &res)
-		write(inv.ref, res)
-	}
-	ticker := time.NewTicker(cfg.FlushInterval)
-	defer ticker.Stop()
-	for {
-		var v Verdict
-		var ok bool
-		select {
-		case v, ok = <-verdicts:
-		case <-ticker.C:
-			if checkpoint(cfg, sink, &werr); werr != nil {
-				stopProbing()
-			}
-			continue
-		}
-		if !ok {
-			break
-		}
-		res := output.Result{
-			Email:          v.Addr.String(),
-			Status:         v.Status,
-			Reason:         v.Reason,
-			MXHost:         v.MXHost,
-			CatchAll:       v.CatchAll,
-			TLS:            v.TLS,
-			Attempts:       v.Attempts,
-			CheckedAt:      v.At,
-			Provider:       v.Provider,
-			Egress:         v.Egress,
-			Disposable:     v.Signals.Disposable,
-			Free:           v.Signals.Free,
-			Role:           v.Signals.Role,
-			TypoSuggestion: v.Signals.Suggestion,
-		}
-		if v.Reply != nil {
-			res.SMTPCode = v.Reply.Code
-			res.EnhancedCode = v.Reply.Enhanced
-			res.SMTPMessage = v.Reply.Text()
-		}
-		if refs, ok := b.byKey[res.Email]; ok {
-			refs.each(func(ref rowRef) { write(ref, res) })
-		}
-	}
-	checkpoint(cfg, sink, &werr)
-	return werr
-}
-
-// invalidSignals fills the signals that still apply to a row that holds no
-// address we can probe: a disposable domain is disposable even if the
-// address around it is broken.
-func invalidSignals(set *signals.Set, raw string, res *output.Result) {
-	if set == nil {
-		return
-	}
-	at := strings.LastIndexByte(raw, '@')
-	if at <= 0 || at == len(raw)-1 {
-		return
-	}
-	local, domain := raw[:at], strings.ToLower(strings.TrimSpace(raw[at+1:]))
-	f := set.Of(local, domain, true)
-	res.Disposable, res.Free, res.Role = f.Disposable, f.Free, f.Role
-}
-
-// checkpoint pushes the rows written so far to the output and makes them
-// durable, so that a crash loses at most one interval of work.
-func checkpoint[T output.Row[T]](cfg Config, sink output.RowWriter[T], werr *error) {
-	if *werr != nil {
-		return
-	}
-	err := sink.Flush()
-	if err == nil && cfg.Checkpoint != nil {
-		err = cfg.Checkpoint()
-	}
-	if err != nil {
-		*werr = fmt.Errorf("writing results: %w", err)
-	}
 }

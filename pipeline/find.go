@@ -9,12 +9,16 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"slices"
 
 	"github.com/bulkverify/bulkverify/finder"
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
 	"github.com/bulkverify/bulkverify/signals"
+	"github.com/bulkverify/bulkverify/store"
+	"github.com/bulkverify/bulkverify/verdict"
 )
 
 // Column names find reads, each list in priority order (any case).
@@ -106,16 +110,26 @@ func Find(ctx context.Context, cfg Config, fc FindConfig, res *resolve.Resolver,
 	g, gctx := errgroup.WithContext(ctx)
 	gctx, stopProbing := context.WithCancel(gctx)
 	defer stopProbing()
-	g.Go(func() error { return writePeople(cfg, fc, b, verdicts, sink, &sum, stopProbing) })
+	e := newEngine(gctx, cfg, res, verdicts)
+	g.Go(func() error { return writePeople(cfg, fc, b, verdicts, sink, &sum, stopProbing, e.sink) })
 	var stats EngineStats
 	g.Go(func() error {
 		defer close(verdicts)
-		stats = probeEngine(gctx, cfg, res, b.groups, verdicts)
+		groups := b.groups
+		if cfg.Store != nil && !cfg.Refresh {
+			groups = findStored(gctx, &e.cfg, e.sink, groups, verdicts)
+		}
+		e.feed(groups)
+		stats = e.end()
 		return nil
 	})
 	err = g.Wait()
+	e.sink.flush()
+	if serr := e.sink.error(); serr != nil {
+		sum.StoreError = serr.Error()
+	}
 	sum.Connections = stats.Connections
-	sum.addHosts(stats.MXHosts)
+	sum.MXHosts = len(stats.MXHosts)
 	sum.Duration = time.Since(start)
 	if err == nil {
 		err = ctx.Err()
@@ -210,7 +224,7 @@ func readPeople(src *input.Reader, fc FindConfig, isRole func(string) bool) (fin
 // writePeople is the only goroutine that touches the sinks. A person is
 // written once their whole domain is answered.
 func writePeople(cfg Config, fc FindConfig, b findBatch, verdicts <-chan Verdict,
-	sink output.RowWriter[output.FindResult], sum *Summary, stopProbing func()) error {
+	sink output.RowWriter[output.FindResult], sum *Summary, stopProbing func(), st *storeSink) error {
 	var werr error
 	fail := func(err error) {
 		if werr == nil {
@@ -238,6 +252,14 @@ func writePeople(cfg Config, fc FindConfig, b findBatch, verdicts <-chan Verdict
 		write(inv.ref, output.FindResult{Status: output.StatusInvalid, Reason: inv.reason, CheckedAt: now})
 	}
 	for v := range verdicts {
+		if v.stored {
+			sum.Stored++
+		} else {
+			sum.Probed++
+			if st.ok() && v.Reason != verdict.ReasonSkipped {
+				st.put(v)
+			}
+		}
 		for _, cr := range b.byAddr[v.Addr.String()] {
 			cr.p.verdicts[cr.idx] = &v
 			cr.p.pending--
@@ -359,4 +381,61 @@ func candidateResult(row int, c finder.Candidate, v *Verdict) output.CandidateRe
 		r.SMTPCode, r.EnhancedCode, r.SMTPMessage = v.Reply.Code, v.Reply.Enhanced, v.Reply.Text()
 	}
 	return r
+}
+
+// findStored looks the candidates' domains up in the store and sends every
+// candidate whose stored verdict is fresh to out, as a Verdict marked
+// stored; it returns the groups of the candidates left to probe.
+func findStored(ctx context.Context, cfg *Config, st *storeSink, groups []DomainGroup, out chan<- Verdict) []DomainGroup {
+	order := make([]int, len(groups))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(groups[a].Domain, groups[b].Domain) })
+	names := make([]string, len(order))
+	index := make([]map[string]int, len(groups)) // by group: address -> index
+	for i, gi := range order {
+		names[i] = groups[gi].Domain
+		m := make(map[string]int, len(groups[gi].Addresses))
+		for ai, a := range groups[gi].Addresses {
+			m[a.String()] = ai
+		}
+		index[gi] = m
+	}
+	stored := make([][]bool, len(groups))
+	_, err := cfg.Store.LookupDomains(ctx, cfg.StoreNamespaces, names, func(i int, v store.Verdict) bool {
+		gi := order[i]
+		ai, ok := index[gi][v.Address]
+		if !ok || !cfg.Store.Fresh(v) {
+			return true
+		}
+		if stored[gi] == nil {
+			stored[gi] = make([]bool, len(groups[gi].Addresses))
+		}
+		stored[gi][ai] = true
+		out <- storedVerdict(v, groups[gi].Addresses[ai])
+		return true
+	})
+	if err != nil && ctx.Err() == nil {
+		st.check(err)
+	}
+	left := make([]DomainGroup, 0, len(groups))
+	for gi, grp := range groups {
+		if g := probeLeft(grp, stored[gi]); len(g.Addresses) > 0 {
+			left = append(left, g)
+		}
+	}
+	return left
+}
+
+// storedVerdict is a stored verdict as the engine would have given it.
+func storedVerdict(v store.Verdict, addr input.Address) Verdict {
+	out := Verdict{
+		Addr: addr, text: v.Address, Status: v.Status, Reason: v.Reason, MXHost: v.MXHost, Egress: v.Egress,
+		CatchAll: v.CatchAll.Bool(), TLS: v.TLS.Bool(), Attempts: v.Attempts, At: v.CheckedAt, stored: true,
+	}
+	if v.SMTPCode != 0 || v.EnhancedCode != "" || v.Message != "" {
+		out.Reply = &probe.Reply{Code: v.SMTPCode, Enhanced: v.EnhancedCode, Lines: []string{v.Message}}
+	}
+	return out
 }

@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"errors"
-	"fmt"
-	"io"
+	"context"
 	"strings"
 	"time"
 
@@ -15,7 +13,9 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/report"
+	"github.com/bulkverify/bulkverify/resolve"
 	"github.com/bulkverify/bulkverify/signals"
+	"github.com/bulkverify/bulkverify/store"
 	"github.com/bulkverify/bulkverify/verdict"
 )
 
@@ -71,8 +71,34 @@ type Config struct {
 	// reply said our address is blocked), from a worker goroutine.
 	OnRefused func(egressName, operator, reason string)
 
-	MemoryRows int    // rows grouped in memory at once; beyond that, rows spill to temporary files; 0 = no limit
-	TempDir    string // where spill files go; "" = the system's
+	// MemoryRows bounds memory: an input of at most this many rows is
+	// grouped in memory at once; a bigger one is partitioned by domain on
+	// disk and loaded a part at a time into the same engine, and a host
+	// that falls behind keeps the tail of its queue on disk. About 1.25 ×
+	// MemoryRows addresses are in memory at most (memory.go). 0 = no limit.
+	MemoryRows int
+	TempDir    string // where partition and queue files go; "" = the system's
+
+	// Store remembers verdicts between runs: a fresh stored verdict is
+	// written (source "stored") instead of probing its address, a fresh
+	// catch-all answer spares the domain's check, and every probed verdict,
+	// catch-all answer and what was learnt about MX hosts is written back.
+	// nil = no store.
+	Store *store.Store
+	// StoreNamespaces are the namespaces verdicts are read from: the run's
+	// own first, where its verdicts are written, then shared ones; nil =
+	// store.DefaultNamespace alone.
+	StoreNamespaces []string
+	// Refresh probes every address even when the store holds a fresh
+	// verdict (the store is still written).
+	Refresh bool
+	// RefusalMemory is how long a refusal of one of our egresses, stored by
+	// an earlier run, keeps that egress from asking the operator again; 0 =
+	// 24 hours (knowledge.go says why).
+	RefusalMemory time.Duration
+	// OnStoreError is called once, from any goroutine, when writing to or
+	// reading from the store fails; the run goes on without it.
+	OnStoreError func(error)
 
 	Skip          func(row int) bool // rows to leave out: already in the output of an earlier run
 	FlushInterval time.Duration      // results are flushed (and Checkpoint called) at least this often; 0 = 1s
@@ -137,6 +163,12 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = c.Clock.Now
 	}
+	if c.RefusalMemory <= 0 {
+		c.RefusalMemory = defaultRefusalMemory
+	}
+	if c.Store != nil && len(c.StoreNamespaces) == 0 {
+		c.StoreNamespaces = []string{store.DefaultNamespace}
+	}
 }
 
 // DoNotProbe names what a run must not ask anything of, because someone
@@ -168,6 +200,8 @@ func (d DoNotProbe) domain(name string) bool {
 type Summary struct {
 	Rows        int            `json:"rows"`        // rows read this run
 	Skipped     int            `json:"skipped"`     // rows left out because an earlier run decided them
+	Probed      int            `json:"probed"`      // rows decided by this run (probed, looked up, or judged by their syntax)
+	Stored      int            `json:"stored"`      // rows answered from the store without probing
 	Addresses   int            `json:"addresses"`   // distinct addresses probed or judged
 	Domains     int            `json:"domains"`     // distinct domains
 	MXHosts     int            `json:"mx_hosts"`    // hosts at least one connection was established to
@@ -175,6 +209,11 @@ type Summary struct {
 	ByStatus    map[string]int `json:"by_status"`
 	ByReason    map[string]int `json:"by_reason"`
 	Duration    time.Duration  `json:"duration_ns"`
+	// Memory says how memory was kept bounded.
+	Memory MemoryStats `json:"memory"`
+	// StoreError is why the store stopped being used during the run, if
+	// it did (the run went on without it).
+	StoreError string `json:"store_error,omitempty"`
 	// Hosts is what happened at each MX host.
 	Hosts []HostSummary `json:"hosts,omitempty"`
 	// Refusals are the egresses operators refused (their replies said our
@@ -183,133 +222,51 @@ type Summary struct {
 	// Report is the data of the run's HTML report, when one was made: the
 	// numbers it shows.
 	Report *report.Data `json:"report,omitempty"`
-
-	hosts   map[string]bool // MX hosts counted, so that spill files do not count one twice
-	hostIdx map[string]int  // index in Hosts by name
 }
 
-// addHostSummaries adds the figures of one engine run, merging a host seen
-// in an earlier one (spill files).
-func (s *Summary) addHostSummaries(hs []HostSummary) {
-	if s.hostIdx == nil {
-		s.hostIdx = map[string]int{}
+// Run verifies every row of src and writes one result per row to sink. It
+// returns when every row is written, or when ctx is cancelled or a fatal
+// error happens; in both of those cases what was decided is still written.
+func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Reader, sink output.Writer) (Summary, error) {
+	cfg.setDefaults()
+	start := time.Now()
+	sum := Summary{ByStatus: map[string]int{}, ByReason: map[string]int{}, Memory: MemoryStats{Limit: cfg.MemoryRows}}
+
+	// A write error stops the probing at once (the writer still drains, so
+	// nothing blocks): there is no point asking what cannot be written.
+	ctx, stopProbing := context.WithCancel(ctx)
+	defer stopProbing()
+	verdicts := make(chan Verdict, 256)
+	ready := make(chan []readyRow, 16)
+	e := newEngine(ctx, cfg, res, verdicts)
+	w := &writer{cfg: &e.cfg, sink: sink, sum: &sum, mem: e.mem, store: e.sink, stopProbing: stopProbing}
+	werr := make(chan error, 1)
+	go func() { werr <- w.run(verdicts, ready) }()
+
+	l := newLoader(&e.cfg, e, ready, &sum)
+	lerr := l.run(ctx, src)
+	close(ready)
+	stats := e.end()
+	close(verdicts)
+	err := <-werr
+
+	e.sink.flush()
+	sum.Connections = stats.Connections
+	sum.MXHosts = len(stats.MXHosts)
+	sum.Hosts = stats.Hosts
+	sum.Memory.PeakAddresses = int(e.mem.peak.Load())
+	sum.Memory.Spilled = int(e.mem.spilt.Load())
+	if serr := e.sink.error(); serr != nil {
+		sum.StoreError = serr.Error()
 	}
-	for _, h := range hs {
-		i, seen := s.hostIdx[h.Host]
-		if !seen {
-			s.hostIdx[h.Host] = len(s.Hosts)
-			s.Hosts = append(s.Hosts, h)
-			continue
-		}
-		x := &s.Hosts[i]
-		x.Addresses += h.Addresses
-		x.Connections += h.Connections
-		x.RCPT += h.RCPT
-		x.Replies4xx += h.Replies4xx
-		x.Replies5xx += h.Replies5xx
-		x.Greylisted += h.Greylisted
-		x.PolicyBlocks += h.PolicyBlocks
-		x.Undeliverable += h.Undeliverable
-		x.Unknown += h.Unknown
-		x.LatencyP50, x.LatencyP95 = max(x.LatencyP50, h.LatencyP50), max(x.LatencyP95, h.LatencyP95)
+	sum.Duration = time.Since(start)
+	switch {
+	case lerr != nil:
+		return sum, lerr
+	case err != nil:
+		return sum, err
+	case stats.Err != nil:
+		return sum, stats.Err
 	}
-}
-
-func (s *Summary) addHosts(names []string) {
-	if s.hosts == nil {
-		s.hosts = map[string]bool{}
-	}
-	for _, n := range names {
-		s.hosts[n] = true
-	}
-	s.MXHosts = len(s.hosts)
-}
-
-// rowRef is one input row waiting for the verdict on its address.
-type rowRef struct {
-	row    int
-	fields []string
-}
-
-// rowRefs are the rows that asked for one address. Most addresses appear
-// once, so the first row is held inline: no slice per address.
-type rowRefs struct {
-	first rowRef
-	more  []rowRef
-}
-
-// each calls f for every row.
-func (r rowRefs) each(f func(rowRef)) {
-	f(r.first)
-	for _, ref := range r.more {
-		f(ref)
-	}
-}
-
-// invalidRow is a row that holds no address worth probing.
-type invalidRow struct {
-	ref    rowRef
-	raw    string
-	reason string
-}
-
-// batch is the whole input, grouped.
-type batch struct {
-	rows    int
-	skipped int
-	invalid []invalidRow
-	groups  []DomainGroup      // distinct addresses by domain, in order of first appearance
-	byKey   map[string]rowRefs // address -> the rows that asked for it
-}
-
-// readAll groups the rows of src. With limit > 0 it stops once it holds more
-// than limit rows and reports full: the caller spills instead.
-func readAll(src recordSource, skip func(int) bool, limit int) (b batch, full bool, err error) {
-	b = batch{byKey: map[string]rowRefs{}}
-	domIdx := map[string]int{}
-	for {
-		if limit > 0 && b.rows-b.skipped > limit {
-			return b, true, nil
-		}
-		rec, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			return b, false, nil
-		}
-		if err != nil {
-			return b, false, fmt.Errorf("reading input: %w", err)
-		}
-		b.rows++
-		if skip != nil && skip(rec.Row) {
-			b.skipped++
-			continue
-		}
-		ref := rowRef{row: rec.Row, fields: rec.Fields}
-		addr, perr := input.ParseAddress(rec.Email)
-		if rec.Ragged || perr != nil {
-			inv := invalidRow{ref: ref, raw: rec.Email, reason: input.ReasonSyntax}
-			var se *input.SyntaxError
-			switch {
-			case rec.Ragged:
-				inv.reason = ReasonRaggedRow
-			case errors.As(perr, &se):
-				inv.reason = se.Reason
-			}
-			b.invalid = append(b.invalid, inv)
-			continue
-		}
-		key := addr.String()
-		if refs, ok := b.byKey[key]; ok {
-			refs.more = append(refs.more, ref)
-			b.byKey[key] = refs
-			continue
-		}
-		b.byKey[key] = rowRefs{first: ref}
-		i, ok := domIdx[addr.Domain]
-		if !ok {
-			i = len(b.groups)
-			domIdx[addr.Domain] = i
-			b.groups = append(b.groups, DomainGroup{Domain: addr.Domain})
-		}
-		b.groups[i].Addresses = append(b.groups[i].Addresses, addr)
-	}
+	return sum, ctx.Err()
 }

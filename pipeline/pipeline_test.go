@@ -499,6 +499,11 @@ func waitFor(t *testing.T, what string, cond func() bool) bool {
 
 // Past MemoryRows the rows spill to partition files; every row still comes
 // out exactly once with the verdict it would have had in memory.
+// memoryBound is how many addresses a run with MemoryRows m holds in
+// memory at most, as memory.go documents it, when no host queue is read
+// back from disk.
+func memoryBound(m int) int { return m + m/4 }
+
 func TestSpillKeepsEveryRow(t *testing.T) {
 	w := world()
 	for i := range 100 {
@@ -507,6 +512,7 @@ func TestSpillKeepsEveryRow(t *testing.T) {
 	h := newHarness(t, w)
 	h.cfg.MemoryRows = 40
 	h.cfg.TempDir = t.TempDir()
+	h.cfg.NoPositiveControl = true // counted: the addresses' own RCPTs
 	var b strings.Builder
 	b.WriteString("email,n\n")
 	n := 0
@@ -524,6 +530,12 @@ func TestSpillKeepsEveryRow(t *testing.T) {
 	add("ann@one.test")
 	add("not an address")
 	add("someone@nonexistent.test")
+	// The same rows all in memory, on a world of their own: what the
+	// spilled run is held to.
+	hu := newHarness(t, w)
+	hu.cfg.NoPositiveControl = true
+	_, unbounded := hu.run(b.String())
+
 	rows, sum := h.run(b.String())
 	checkEveryRowOnce(t, rows, n)
 	for _, r := range rows {
@@ -552,10 +564,24 @@ func TestSpillKeepsEveryRow(t *testing.T) {
 	if sum.Rows != n {
 		t.Errorf("summary rows %d, want %d", sum.Rows, n)
 	}
-	// In memory this is one connection per MX host (2); spilled, the big
-	// domain is spread over partitions verified one after another.
-	if sum.Connections <= 2 {
-		t.Errorf("%d connections: the rows did not spill", sum.Connections)
+	// The rows did spill: the input was loaded in several partitions, and
+	// never more than the limit's share of it was in memory at once.
+	if sum.Memory.Partitions < 2 {
+		t.Errorf("%d partitions: the rows did not spill", sum.Memory.Partitions)
+	}
+	if limit := memoryBound(h.cfg.MemoryRows); sum.Memory.PeakAddresses > limit {
+		t.Errorf("%d addresses in memory at once, want at most %d", sum.Memory.PeakAddresses, limit)
+	}
+	// No more connections than in memory: the partitions are loaded into
+	// the same engine, whose connections carry over.
+	if sum.Connections > unbounded.Connections || h.sim.TotalConnections() > hu.sim.TotalConnections() {
+		t.Errorf("%d connections (%d seen by the servers), want at most the %d (%d) of the run in memory",
+			sum.Connections, h.sim.TotalConnections(), unbounded.Connections, hu.sim.TotalConnections())
+	}
+	// One catch-all check per domain, although acme.test was spread over
+	// the partitions: 150 addresses plus one check.
+	if got := h.sim.Commands("mx1.acme.test", "RCPT") + h.sim.Commands("mx2.acme.test", "RCPT"); got != 151 {
+		t.Errorf("acme.test's MX hosts saw %d RCPT, want 151 (one per distinct address, one catch-all check)", got)
 	}
 	if sum.MXHosts != 2 {
 		t.Errorf("summary counts %d MX hosts, want 2 however many spill files used them", sum.MXHosts)

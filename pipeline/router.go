@@ -22,6 +22,11 @@ type router struct {
 	cfg   *Config
 	spawn func(*hostQueue)
 	fail  func(t *target, f *hostFailure)
+	fatal func(error)
+
+	spill    *spillFile         // where queues of hosts that fell behind go
+	mem      *gauge             // addresses in memory
+	seedHost func(h *hostQueue) // fills in what earlier runs learnt about h; called with mu held
 
 	mu          sync.Mutex
 	hosts       map[string]*hostQueue
@@ -36,10 +41,11 @@ type router struct {
 // hostQueue is the work and state of one MX host.
 type hostQueue struct {
 	name          string
-	operator      string // who runs it, as the reply table and the budget name it
-	pending       []*target
-	workers       int // live workers, including those still waiting for a slot or connecting
-	established   int // workers holding an open session
+	operator      string      // who runs it, as the reply table and the budget name it
+	pending       targetQueue // the head of its queue, in memory
+	disk          diskQueue   // the rest, when it fell behind (hostspill.go)
+	workers       int         // live workers, including those still waiting for a slot or connecting
+	established   int         // workers holding an open session
 	everUsed      bool
 	op            *operator.Operator // who runs it
 	stats         hostStats
@@ -126,8 +132,15 @@ func (r *router) newHost(name string) *hostQueue {
 	if op.RcptPerSecond != nil {
 		lim.RcptPerSecond = *op.RcptPerSecond
 	}
-	return &hostQueue{name: name, operator: op.Name, op: op, limits: lim}
+	h := &hostQueue{name: name, operator: op.Name, op: op, limits: lim}
+	if r.seedHost != nil {
+		r.seedHost(h)
+	}
+	return h
 }
+
+// waiting is how many addresses wait at h, in memory and on disk.
+func (h *hostQueue) waiting() int { return h.pending.len() + h.disk.len() }
 
 func (r *router) notifyLocked() {
 	close(r.changed)
@@ -207,16 +220,20 @@ func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
 			if t.retries == 0 && !t.catchAll {
 				h.stats.addresses.Add(1)
 			}
-			h.pending = append(h.pending, t)
+			if h.disk.spilling() && spillable(t) {
+				r.toTailLocked(h, t)
+			} else {
+				h.pending.push(t)
+			}
 			if !r.stopped && (h.workers == 0 || (h.workers < h.maxConns(r.cfg.MaxConnectionsPerHost) &&
-				len(h.pending) > h.workers*r.cfg.NewConnectionBacklog)) {
+				h.waiting() > h.workers*r.cfg.NewConnectionBacklog)) {
 				h.workers++
 				r.spawn(h)
 			}
 			return failed
 		}
 		t.failed = preferFailure(t.failed, h.down)
-		if t.mxIdx+1 >= len(hosts) {
+		if int(t.mxIdx)+1 >= len(hosts) {
 			return append(failed, failedTarget{t: t, f: t.failed})
 		}
 		t.mxIdx++
@@ -229,20 +246,17 @@ func (r *router) reportFailed(failed []failedTarget) {
 	}
 }
 
-// take removes up to n addresses from h's queue.
+// take removes up to n addresses from h's queue, refilling its head from
+// disk first when it holds fewer.
 func (r *router) take(h *hostQueue, n int) []*target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n > len(h.pending) {
-		n = len(h.pending)
+	for h.pending.len() < n && h.disk.len() > 0 && !h.disk.reading {
+		if !r.refillLocked(h) {
+			break
+		}
 	}
-	out := make([]*target, n)
-	copy(out, h.pending[:n])
-	h.pending = h.pending[n:]
-	if len(h.pending) == 0 {
-		h.pending = nil // let the backing array go
-	}
-	return out
+	return h.pending.popFront(n)
 }
 
 // requeue puts targets whose question was not answered back in h's queue.
@@ -251,7 +265,7 @@ func (r *router) requeue(h *hostQueue, targets []*target) {
 		return
 	}
 	r.mu.Lock()
-	h.pending = append(targets, h.pending...)
+	h.pending.pushFront(targets)
 	r.notifyLocked()
 	r.mu.Unlock()
 }
@@ -265,11 +279,14 @@ func (r *router) waitForWork(ctx context.Context, h *hostQueue, idle time.Durati
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		if len(h.pending) > 0 {
+		if h.pending.len() > 0 || (h.disk.len() > 0 && !h.disk.reading) {
 			r.mu.Unlock()
 			return true
 		}
-		if !r.producing || r.stopped || idle <= 0 {
+		if h.disk.reading {
+			// Another worker is reading this host's queue back from
+			// disk: wait for it (it notifies), whatever the run's state.
+		} else if !r.producing || r.stopped || idle <= 0 {
 			r.mu.Unlock()
 			return false
 		}
@@ -385,18 +402,7 @@ const maxHarvestRounds = 3
 func (r *router) takeWhere(h *hostQueue, match func(*target) bool) []*target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var taken []*target
-	kept := h.pending[:0]
-	for _, t := range h.pending {
-		if match(t) {
-			taken = append(taken, t)
-		} else {
-			kept = append(kept, t)
-		}
-	}
-	clear(h.pending[len(kept):])
-	h.pending = kept
-	return taken
+	return h.pending.takeWhere(match)
 }
 
 // maxProxyDoubts is how many connections to a host ending before its
@@ -436,7 +442,7 @@ func (r *router) refusal(h *hostQueue) (reason string, reply *probe.Reply) {
 func (r *router) hasPending(h *hostQueue) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(h.pending) > 0
+	return h.waiting() > 0
 }
 
 func (r *router) waitingForSlot(delta int) {
@@ -479,21 +485,42 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 		if r.cfg.RetryDelay > 0 {
 			h.downUntil = now.Add(r.cfg.RetryDelay)
 		}
-		moved := h.pending
-		h.pending = nil
-		for _, t := range moved {
-			t.failed = preferFailure(t.failed, f)
-			if t.mxIdx+1 >= len(t.dom.mail.Hosts) {
-				failed = append(failed, failedTarget{t: t, f: t.failed})
-				continue
-			}
-			t.mxIdx++
-			failed = r.routeLocked(t, failed)
-		}
+		moved := h.pending.takeAll()
+		failed = r.failoverLocked(moved, f, failed)
 		r.notifyLocked()
+		r.mu.Unlock()
+		r.reportFailed(failed)
+		// What waits on disk moves too, a chunk at a time: reading it all
+		// under the lock would stop every other host meanwhile.
+		for {
+			moved, ok := r.drainOne(h)
+			if !ok {
+				return
+			}
+			r.mu.Lock()
+			failed = r.failoverLocked(moved, f, nil)
+			r.notifyLocked()
+			r.mu.Unlock()
+			r.reportFailed(failed)
+		}
 	}
 	r.mu.Unlock()
 	r.reportFailed(failed)
+}
+
+// failoverLocked moves targets of a host that is down to each one's next
+// MX host.
+func (r *router) failoverLocked(moved []*target, f *hostFailure, failed []failedTarget) []failedTarget {
+	for _, t := range moved {
+		t.failed = preferFailure(t.failed, f)
+		if int(t.mxIdx)+1 >= len(t.dom.mail.Hosts) {
+			failed = append(failed, failedTarget{t: t, f: t.failed})
+			continue
+		}
+		t.mxIdx++
+		failed = r.routeLocked(t, failed)
+	}
+	return failed
 }
 
 // workerDone keeps the invariant: if h still has work and this was its last
@@ -502,23 +529,21 @@ func (r *router) workerDone(ctx context.Context, h *hostQueue) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.workers--
-	if h.workers == 0 && len(h.pending) > 0 && !h.isDown(r.cfg.Clock.Now()) && !r.stopped && ctx.Err() == nil {
+	if h.workers == 0 && h.waiting() > 0 && !h.isDown(r.cfg.Clock.Now()) && !r.stopped && ctx.Err() == nil {
 		h.workers++
 		r.spawn(h)
 	}
 }
 
-// countVerdict counts a final verdict given at host.
-func (r *router) countVerdict(host, status string) {
-	if host == "" {
-		return
-	}
+// host returns the queue of the MX host name, nil if it has none.
+func (r *router) host(name string) *hostQueue {
 	r.mu.Lock()
-	h := r.hosts[host]
-	r.mu.Unlock()
-	if h == nil {
-		return
-	}
+	defer r.mu.Unlock()
+	return r.hosts[name]
+}
+
+// countVerdict counts a final verdict given at h.
+func (h *hostQueue) countVerdict(status string) {
 	switch status {
 	case output.StatusUndeliverable:
 		h.stats.undeliverable.Add(1)
@@ -549,4 +574,87 @@ func (r *router) hostsUsed() []string {
 		}
 	}
 	return names
+}
+
+// targetQueue is a host's in-memory queue: first in, first out, and cheap
+// to put a few back at the front (a worker hands back what a transaction
+// had no room for, every transaction).
+type targetQueue struct {
+	buf  []*target
+	head int // buf[head:] are queued; buf[:head] is free room at the front
+}
+
+func (q *targetQueue) len() int { return len(q.buf) - q.head }
+
+// items are the queued targets, in order; valid until the queue changes.
+func (q *targetQueue) items() []*target { return q.buf[q.head:] }
+
+func (q *targetQueue) push(ts ...*target) {
+	if len(q.buf)+len(ts) > cap(q.buf) && q.head > 0 && q.head >= q.len() {
+		// Reuse the room freed at the front rather than grow.
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, ts...)
+}
+
+func (q *targetQueue) pushFront(ts []*target) {
+	if len(ts) <= q.head {
+		q.head -= len(ts)
+		copy(q.buf[q.head:], ts)
+		return
+	}
+	nb := make([]*target, 0, len(ts)+q.len()+max(16, q.len()/4))
+	nb = append(append(nb, ts...), q.items()...)
+	q.buf, q.head = nb, 0
+}
+
+// popFront removes up to n targets from the front.
+func (q *targetQueue) popFront(n int) []*target {
+	n = min(n, q.len())
+	out := make([]*target, n)
+	copy(out, q.buf[q.head:q.head+n])
+	clear(q.buf[q.head : q.head+n]) // taken targets must not be kept alive by the queue
+	q.head += n
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+		if cap(q.buf) > 4096 {
+			q.buf = nil // let a big backing array go
+		}
+	}
+	return out
+}
+
+// takeAll empties the queue.
+func (q *targetQueue) takeAll() []*target {
+	out := q.items()
+	q.buf, q.head = nil, 0
+	return out
+}
+
+// takeWhere removes and returns the targets match says yes to.
+func (q *targetQueue) takeWhere(match func(*target) bool) []*target {
+	var taken []*target
+	live := q.items()
+	kept := live[:0]
+	for _, t := range live {
+		if match(t) {
+			taken = append(taken, t)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	clear(live[len(kept):])
+	q.buf = q.buf[:q.head+len(kept)]
+	return taken
+}
+
+// cutTail removes and returns the targets from index from (of items) on.
+func (q *targetQueue) cutTail(from int) []*target {
+	live := q.items()
+	out := append([]*target(nil), live[from:]...)
+	clear(live[from:])
+	q.buf = q.buf[:q.head+from]
+	return out
 }

@@ -643,7 +643,11 @@ func (s *Session) trace(prefix, line string) {
 	}
 }
 
-func (s *Session) traceLine(line []byte) { s.trace("S: ", string(line)) }
+func (s *Session) traceLine(line []byte) {
+	if s.cfg.Transcript != nil { // no copy of every reply line when nothing is traced
+		s.trace("S: ", string(line))
+	}
+}
 
 // checkArg refuses anything that could end or extend the command line it is
 // put into: control characters (CR and LF above all) and invalid UTF-8, and

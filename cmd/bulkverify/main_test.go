@@ -15,6 +15,7 @@ import (
 // runCLI runs the real CLI in-process and returns its exit code and streams.
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
+	isolateStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer

@@ -18,6 +18,7 @@ func TestResumeAfterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary")
 	}
+	isolateStore(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bulkverify")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

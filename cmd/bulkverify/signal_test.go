@@ -96,6 +96,7 @@ type signalRun struct {
 // DNS query, and retries nothing.
 func startSignalRun(t *testing.T, bin, dnsAddr string, smtpPort int, input string) *signalRun {
 	t.Helper()
+	isolateStore(t)
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "c.yaml", "smtp:\n  idle_timeout: 1h\ndns:\n  timeout: 1h\n  attempts: 1\nretry:\n  max_wait: 0s\n")
 	r := &signalRun{in: writeFile(t, dir, "in.csv", input), out: filepath.Join(dir, "out.csv"), finished: make(chan struct{})}

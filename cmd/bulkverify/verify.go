@@ -205,6 +205,23 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 	if err != nil {
 		return err
 	}
+	st, err := openRunStore(cfg.Store)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer func() {
+			if err := st.Close(); err != nil {
+				fmt.Fprintf(stderr, "bulkverify: warning: closing the verdict store %s: %v (the output is complete; the verdicts of this run's last second may not be remembered)\n", st.Path(), err)
+			}
+		}()
+		pcfg.Store = st
+		pcfg.StoreNamespaces = runNamespaces(cfg.Store)
+		pcfg.Refresh = cfg.Store.Refresh
+		pcfg.OnStoreError = func(err error) {
+			fmt.Fprintf(stderr, "bulkverify: warning: the verdict store %s failed: %v; this run goes on without it (its output is complete, but what it learns is not remembered)\n", st.Path(), err)
+		}
+	}
 	bar := newProgress(rf.progress, stderr)
 	pcfg.OnTotal = bar.start
 	var tally report.Tally
@@ -383,6 +400,9 @@ func printSummary(w io.Writer, s pipeline.Summary) {
 	}
 	fmt.Fprintf(w, "%d rows, %d addresses, %d domains, %d MX hosts, %d SMTP connections, %s\n",
 		s.Rows, s.Addresses, s.Domains, s.MXHosts, s.Connections, s.Duration.Round(time.Millisecond))
+	if s.Stored > 0 {
+		fmt.Fprintf(w, "  %d rows decided now, %d reused from the verdict store (source=stored)\n", s.Probed, s.Stored)
+	}
 	fmt.Fprintf(w, "  %s\n", countsLine(s.ByStatus))
 	fmt.Fprintf(w, "  reasons: %s\n", countsLine(s.ByReason))
 	for _, r := range s.Refusals {

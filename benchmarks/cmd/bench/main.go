@@ -56,10 +56,11 @@ type job struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	l1, c1 := benchmarks.L1(), benchmarks.C1()
+	l1, c1, c2 := benchmarks.L1(), benchmarks.C1(), benchmarks.C2()
 	l1.Flags(fs, "l1.")
 	c1.Flags(fs, "c1.")
-	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated")
+	c2.Flags(fs, "c2.")
+	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated: L1, C1, C1-store (C1 with the verdict store), C1-rerun (C1 twice on one store, 5% of rows changed the second time), C2 (10M rows)")
 	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1: bulkverify, naive, bulkverify-socks5 (through an in-process SOCKS5 proxy)")
 	c1Strategies := fs.String("c1.strategies", "bulkverify", "strategies run on C1")
 	c1Sweep := fs.String("c1.sweep", "100000", "more C1 sizes (addresses, comma-separated) run with bulkverify, for RSS per row; \"\" = none")
@@ -98,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	jobs, err := plan(*workloads, l1, c1, *l1Strategies, *c1Strategies, *c1Sweep)
+	jobs, err := plan(*workloads, l1, c1, c2, *l1Strategies, *c1Strategies, *c1Sweep)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 2
@@ -168,6 +169,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	b.WriteString("\n")
 	_ = benchmarks.WriteProxyComparison(&b, results)
 	writeMarginal(&b, results)
+	b.WriteString("\n")
+	_ = benchmarks.WriteStoreAndMemory(&b, results)
 	fmt.Fprint(stdout, b.String())
 
 	if *jsonPath != "" {
@@ -188,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // plan lists the runs: each selected workload with its strategies, then the
 // C1 sweep sizes.
-func plan(workloads string, l1, c1 benchmarks.Workload, l1s, c1s, sweep string) ([]job, error) {
+func plan(workloads string, l1, c1, c2 benchmarks.Workload, l1s, c1s, sweep string) ([]job, error) {
 	var jobs []job
 	add := func(w benchmarks.Workload, strategies string) error {
 		if err := w.Validate(); err != nil {
@@ -229,8 +232,25 @@ func plan(workloads string, l1, c1 benchmarks.Workload, l1s, c1s, sweep string) 
 			if err := add(c1, c1s); err != nil {
 				return nil, err
 			}
+		case "C1-STORE":
+			w := c1
+			w.Name, w.Store = "C1-store", true
+			if err := add(w, string(benchmarks.Bulk)); err != nil {
+				return nil, err
+			}
+		case "C1-RERUN":
+			w := c1
+			rerun := benchmarks.C1Rerun()
+			w.Name, w.Store, w.Rerun, w.ChangeEvery = rerun.Name, true, true, rerun.ChangeEvery
+			if err := add(w, string(benchmarks.Bulk)); err != nil {
+				return nil, err
+			}
+		case "C2":
+			if err := add(c2, string(benchmarks.Bulk)); err != nil {
+				return nil, err
+			}
 		default:
-			return nil, fmt.Errorf("unknown workload %q (want L1 or C1)", name)
+			return nil, fmt.Errorf("unknown workload %q (want L1, C1, C1-store, C1-rerun or C2)", name)
 		}
 	}
 	if len(jobs) == 0 {
@@ -302,10 +322,15 @@ func runJob(ctx context.Context, j job) (benchmarks.Result, error) {
 			return benchmarks.Result{}, err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return benchmarks.Result{}, err
-		}
-		defer pprof.StopCPUProfile()
+		// From the start of the measured run: not the world's start, not
+		// the first run of a rerun.
+		var profErr error
+		opts.OnStart = func() { profErr = pprof.StartCPUProfile(f) }
+		defer func() {
+			if profErr == nil {
+				pprof.StopCPUProfile()
+			}
+		}()
 	}
 	if !j.WorldProcess {
 		return benchmarks.Run(ctx, j.Workload, j.Strategy, opts)

@@ -35,6 +35,8 @@ func TestPlan(t *testing.T) {
 			want: []string{"C1/1000000/bulkverify"}},
 		{name: "small sweep shrinks domains", workloads: "C1", c1s: "bulkverify", sweep: "500",
 			want: []string{"C1/500/bulkverify", "C1/1000000/bulkverify"}},
+		{name: "store and memory", workloads: "C1,C1-store,C1-rerun,C2", c1s: "bulkverify", sweep: "",
+			want: []string{"C1/1000000/bulkverify", "C1-store/1000000/bulkverify", "C1-rerun/1000000/bulkverify", "C2/10000000/bulkverify"}},
 		{name: "unknown workload", workloads: "X9", wantErr: true},
 		{name: "unknown strategy", workloads: "L1", l1s: "fast", wantErr: true},
 		{name: "bad sweep", workloads: "C1", c1s: "bulkverify", sweep: "many", wantErr: true},
@@ -42,7 +44,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			jobs, err := plan(tt.workloads, l1, c1, tt.l1s, tt.c1s, tt.sweep)
+			jobs, err := plan(tt.workloads, l1, c1, benchmarks.C2(), tt.l1s, tt.c1s, tt.sweep)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("plan error %v, want error %v", err, tt.wantErr)
 			}

@@ -1,0 +1,154 @@
+package pipeline
+
+import (
+	"errors"
+
+	"github.com/bulkverify/bulkverify/input"
+)
+
+// rowRef is one input row waiting for the verdict on its address.
+type rowRef struct {
+	row    int
+	fields []string
+}
+
+// rowRefs are the rows that asked for one address. Most addresses appear
+// once, so the first row is held inline: no slice per address.
+type rowRefs struct {
+	first rowRef
+	more  []rowRef
+}
+
+// each calls f for every row.
+func (r rowRefs) each(f func(rowRef)) {
+	f(r.first)
+	for _, ref := range r.more {
+		f(ref)
+	}
+}
+
+func (r rowRefs) count() int {
+	if r.first.fields == nil {
+		return 0
+	}
+	return 1 + len(r.more)
+}
+
+// invalidRow is a row that holds no address worth probing.
+type invalidRow struct {
+	ref    rowRef
+	raw    string
+	reason string
+}
+
+// parsedRow is one input row as the loader handles it: its address parsed
+// and normalised, or the reason it has none.
+type parsedRow struct {
+	ref     rowRef
+	addr    input.Address
+	key     string // addr as text (local@domain); the input's own text when it already is that
+	invalid string // reason the row has no address; "" when it has one
+	raw     string // the address column as read
+}
+
+// parseRow reads the address of one record.
+func parseRow(rec input.Record) parsedRow {
+	p := parsedRow{ref: rowRef{row: rec.Row, fields: rec.Fields}, raw: rec.Email}
+	addr, err := input.ParseAddress(rec.Email)
+	switch {
+	case rec.Ragged:
+		p.invalid = ReasonRaggedRow
+	case err != nil:
+		p.invalid = input.ReasonSyntax
+		var se *input.SyntaxError
+		if errors.As(err, &se) {
+			p.invalid = se.Reason
+		}
+	default:
+		p.addr = addr
+		p.key = keyOf(rec.Email, &p.addr)
+	}
+	return p
+}
+
+// keyOf returns a's text, reusing raw (and pointing a.Local into it) when
+// raw already is exactly that, as it is in most lists: no new string per row.
+func keyOf(raw string, a *input.Address) string {
+	n := len(a.Local)
+	if len(raw) == n+1+len(a.Domain) && raw[n] == '@' && raw[:n] == a.Local && raw[n+1:] == a.Domain {
+		a.Local = raw[:n]
+		return raw
+	}
+	return a.String()
+}
+
+// grouper collects rows in memory: addresses grouped by domain, each with
+// the rows that asked for it. Duplicates are collapsed per domain (dedupe),
+// not through one map of every address: a domain's map is small and stays
+// in the processor's cache while it is built and used, where a map of a
+// million addresses costs a cache miss or two per row.
+type grouper struct {
+	domIdx  map[string]int32
+	groups  []DomainGroup
+	invalid []invalidRow
+	rows    int             // rows held, invalid ones included
+	split   map[string]bool // domains fed in several parts (DomainGroup.split)
+}
+
+func newGrouper(split map[string]bool) *grouper {
+	return &grouper{domIdx: map[string]int32{}, split: split}
+}
+
+func (g *grouper) add(p parsedRow) {
+	g.rows++
+	if p.invalid != "" {
+		g.invalid = append(g.invalid, invalidRow{ref: p.ref, raw: p.raw, reason: p.invalid})
+		return
+	}
+	gi, ok := g.domIdx[p.addr.Domain]
+	if !ok {
+		gi = int32(len(g.groups))
+		g.domIdx[p.addr.Domain] = gi
+		g.groups = append(g.groups, DomainGroup{Domain: p.addr.Domain, split: g.split[p.addr.Domain]})
+	}
+	grp := &g.groups[gi]
+	p.addr.Domain = grp.Domain // one string per domain, not per address
+	grp.Addresses = append(grp.Addresses, p.addr)
+	grp.rows = append(grp.rows, rowRefs{first: p.ref})
+	grp.keys = append(grp.keys, p.key)
+}
+
+// dedupe collapses the duplicate addresses of group gi (the rows of a
+// duplicate join those of the address's first row) and returns the index
+// of each address by its text.
+func (g *grouper) dedupe(gi int) map[string]int32 {
+	grp := &g.groups[gi]
+	index := make(map[string]int32, len(grp.keys))
+	n := 0
+	for i, key := range grp.keys {
+		if at, dup := index[key]; dup {
+			rs := &grp.rows[at]
+			rs.more = append(rs.more, grp.rows[i].first)
+			continue
+		}
+		index[key] = int32(n)
+		grp.Addresses[n], grp.rows[n], grp.keys[n] = grp.Addresses[i], grp.rows[i], key
+		n++
+	}
+	clear(grp.Addresses[n:])
+	clear(grp.rows[n:])
+	clear(grp.keys[n:])
+	grp.Addresses, grp.rows, grp.keys = grp.Addresses[:n:n], grp.rows[:n:n], grp.keys[:n:n]
+	return index
+}
+
+// dedupeAll dedupes every group and returns how many distinct addresses
+// they hold.
+func (g *grouper) dedupeAll() int {
+	n := 0
+	for gi := range g.groups {
+		g.dedupe(gi)
+		n += len(g.groups[gi].Addresses)
+	}
+	return n
+}
