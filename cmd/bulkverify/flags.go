@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/bulkverify/bulkverify/configs"
@@ -14,6 +15,7 @@ import (
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/probe"
 	"github.com/bulkverify/bulkverify/resolve"
+	"github.com/bulkverify/bulkverify/store"
 	"github.com/bulkverify/bulkverify/verdict"
 )
 
@@ -163,6 +165,14 @@ func (sf *sharedFlags) prepare(ctx context.Context, cfg *configs.Config, stderr 
 		sandboxEgress(&cfg.Egress)
 		if cfg.SMTP.HeloName == "" {
 			cfg.SMTP.HeloName = "sandbox.bulkverify.test"
+		}
+		if cfg.Store.Path == "" {
+			// The simulated world's verdicts stay out of the real store,
+			// but in one of their own, so that a second sandbox run shows
+			// verdicts reused.
+			if p, err := store.DefaultPath(); err == nil {
+				cfg.Store.Path = filepath.Join(filepath.Dir(p), "sandbox-store.db")
+			}
 		}
 		fmt.Fprintf(stderr, "sandbox: simulated mail world with DNS on %s and SMTP on port %d\n", sim.DNSAddr(), sim.SMTPPort())
 	}

@@ -401,13 +401,21 @@ func printSummary(w io.Writer, s pipeline.Summary) {
 	fmt.Fprintf(w, "%d rows, %d addresses, %d domains, %d MX hosts, %d SMTP connections, %s\n",
 		s.Rows, s.Addresses, s.Domains, s.MXHosts, s.Connections, s.Duration.Round(time.Millisecond))
 	if s.Stored > 0 {
-		fmt.Fprintf(w, "  %d rows decided now, %d reused from the verdict store (source=stored)\n", s.Probed, s.Stored)
+		fmt.Fprintf(w, "  %s decided now, %d reused from the verdict store (source=stored)\n", plural(s.Probed, "row"), s.Stored)
 	}
 	fmt.Fprintf(w, "  %s\n", countsLine(s.ByStatus))
 	fmt.Fprintf(w, "  reasons: %s\n", countsLine(s.ByReason))
 	for _, r := range s.Refusals {
 		fmt.Fprintf(w, "  REFUSED: %s refused egress %s (%s): not asked again from it this run\n", r.Operator, r.Egress, r.Reason)
 	}
+}
+
+// plural is "1 row", "2 rows".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func countsLine(m map[string]int) string {
