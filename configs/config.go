@@ -162,6 +162,7 @@ type Store struct {
 	Fresh            map[string]time.Duration `yaml:"fresh"`
 	FreshReasons     map[string]time.Duration `yaml:"fresh_reasons"`
 	CatchAllFresh    time.Duration            `yaml:"catch_all_fresh"`
+	RefusalMemory    time.Duration            `yaml:"refusal_memory"`
 	MaxAge           time.Duration            `yaml:"max_age"`
 	Refresh          bool                     `yaml:"refresh"`
 }
@@ -355,8 +356,8 @@ func (s Store) validate() error {
 	if s.Retention <= 0 {
 		return errors.New("store.retention must be positive")
 	}
-	if s.CatchAllFresh < 0 || s.MaxAge < 0 {
-		return errors.New("store.catch_all_fresh and store.max_age must not be negative")
+	if s.CatchAllFresh < 0 || s.MaxAge < 0 || s.RefusalMemory < 0 {
+		return errors.New("store.catch_all_fresh, store.max_age and store.refusal_memory must not be negative")
 	}
 	statuses := store.DefaultByStatus()
 	for status, d := range s.Fresh {

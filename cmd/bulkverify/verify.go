@@ -218,6 +218,7 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 		pcfg.Store = st
 		pcfg.StoreNamespaces = runNamespaces(cfg.Store)
 		pcfg.Refresh = cfg.Store.Refresh
+		pcfg.RefusalMemory = cfg.Store.RefusalMemory
 		pcfg.OnStoreError = func(err error) {
 			fmt.Fprintf(stderr, "bulkverify: warning: the verdict store %s failed: %v; this run goes on without it (its output is complete, but what it learns is not remembered)\n", st.Path(), err)
 		}
