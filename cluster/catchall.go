@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,16 +49,49 @@ type catchAllEntry struct {
 }
 
 // CatchAll is the cluster's CatchAllShare. Each value has its own claimer
-// id: use one per process. Safe for concurrent use.
+// id: use one per process. Within the process, a domain claimed and not yet
+// answered or abandoned is another caller's claim for a second Claim, which
+// then Waits like a caller on another machine: several units of one domain
+// probed at once by one worker ask the question once, too. Safe for
+// concurrent use.
 type CatchAll struct {
 	c  *Conn
 	id string
+
+	mu   sync.Mutex
+	held map[string]bool // domains claimed by this process, not yet Put or Abandoned
 }
 
 var _ CatchAllShare = (*CatchAll)(nil)
 
 // CatchAll returns a CatchAllShare with a claimer id of its own.
-func (c *Conn) CatchAll() *CatchAll { return &CatchAll{c: c, id: idSafe(nuid.Next())} }
+func (c *Conn) CatchAll() *CatchAll {
+	return &CatchAll{c: c, id: idSafe(nuid.Next()), held: map[string]bool{}}
+}
+
+// hold marks domain claimed by this process; false if it already was.
+func (s *CatchAll) hold(domain string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[domain] {
+		return false
+	}
+	s.held[domain] = true
+	return true
+}
+
+func (s *CatchAll) unhold(domain string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.held, domain)
+}
+
+// holding reports whether this process holds domain's claim.
+func (s *CatchAll) holding(domain string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[domain]
+}
 
 // Claim implements CatchAllShare.
 func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error) {
@@ -76,8 +110,17 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 		case e.Answer != nil:
 			cancel()
 			return e.Answer, false, nil
-		case e.Claimer == s.id:
+		case e.Claimer == s.id && s.holding(domain):
+			// Another caller of this process is asking.
 			cancel()
+			return nil, false, nil
+		case e.Claimer == s.id:
+			// A claim of ours whose Put or Abandon did not reach the
+			// server: ours again.
+			cancel()
+			if !s.hold(domain) {
+				return nil, false, nil
+			}
 			return nil, true, nil
 		case s.c.cfg.Now().Sub(e.At) < s.c.cfg.ClaimTTL:
 			cancel()
@@ -87,6 +130,11 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 		}
 		cancel()
 		if err == nil {
+			if !s.hold(domain) {
+				// Claimed at the same moment by another caller of this
+				// process, which won: its claim is the one in force.
+				return nil, false, nil
+			}
 			return nil, true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -102,12 +150,14 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 // Put implements CatchAllShare. It is written whoever claims: an answer
 // found is worth keeping even when the claim went stale meanwhile.
 func (s *CatchAll) Put(ctx context.Context, domain string, acceptsAll bool) error {
+	defer s.unhold(domain)
 	return s.c.putJSON(ctx, s.c.catchAll, catchAllKey(domain), catchAllEntry{Answer: &acceptsAll, At: s.c.cfg.Now()})
 }
 
 // Abandon implements CatchAllShare: the claim is deleted if it is still
 // the caller's.
 func (s *CatchAll) Abandon(ctx context.Context, domain string) error {
+	defer s.unhold(domain)
 	key := catchAllKey(domain)
 	var e catchAllEntry
 	rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)

@@ -109,3 +109,42 @@ func TestCatchAllAbandonAndStale(t *testing.T) {
 		t.Fatalf("encoded domain: %v %v", ans, err)
 	}
 }
+
+// Two callers of one process (one CatchAll) claim the same domain: the
+// second waits for the first's answer, as a worker elsewhere would.
+func TestCatchAllOnceWithinAProcess(t *testing.T) {
+	ts := startJetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	share := connect(t, testConfig(ts.URL())).CatchAll()
+	if _, mine, err := share.Claim(ctx, "d.example"); err != nil || !mine {
+		t.Fatalf("first claim: mine %v, %v", mine, err)
+	}
+	if _, mine, err := share.Claim(ctx, "d.example"); err != nil || mine {
+		t.Fatalf("second claim of the same process: mine %v, %v; want another's claim", mine, err)
+	}
+	waited := make(chan *bool, 1)
+	go func() {
+		ans, err := share.Wait(ctx, "d.example")
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- ans
+	}()
+	if err := share.Put(ctx, "d.example", true); err != nil {
+		t.Fatal(err)
+	}
+	if ans := <-waited; ans == nil || !*ans {
+		t.Fatalf("Wait: %v, want true", ans)
+	}
+	// After an Abandon the next caller of the process claims again.
+	if _, mine, _ := share.Claim(ctx, "e.example"); !mine {
+		t.Fatal("claim of e.example")
+	}
+	if err := share.Abandon(ctx, "e.example"); err != nil {
+		t.Fatal(err)
+	}
+	if _, mine, err := share.Claim(ctx, "e.example"); err != nil || !mine {
+		t.Fatalf("claim after Abandon: mine %v, %v", mine, err)
+	}
+}

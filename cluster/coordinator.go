@@ -63,6 +63,39 @@ type Coordinator struct {
 // Coordinator returns the coordinator API on c.
 func (c *Conn) Coordinator() *Coordinator { return &Coordinator{c: c} }
 
+// Open returns the job's record, creating it when no Submit or Open has:
+// its Created is when the job first began, the same for a coordinator that
+// starts again, which is what lets it read the verdict cache as it did the
+// first time (VerdictCache.GetBatchAsOf). existed tells a job that was
+// already there (a resumed one).
+func (co *Coordinator) Open(ctx context.Context, job string) (rec JobRecord, existed bool, err error) {
+	if err := checkID("job", job); err != nil {
+		return rec, false, err
+	}
+	c := co.c
+	for {
+		rec, _, err = c.jobRecord(ctx, job)
+		if err != nil || rec.ID != "" {
+			return rec, rec.ID != "", err
+		}
+		rec = JobRecord{ID: job, Created: c.cfg.Now()}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return rec, false, err
+		}
+		rctx, cancel := c.request(ctx)
+		_, err = c.jobs.Create(rctx, jobKey(job), data)
+		cancel()
+		if err == nil {
+			return rec, false, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return rec, false, fmt.Errorf("%w: creating job %s: %v", ErrUnavailable, job, err)
+		}
+		// Created meanwhile by another coordinator: read it.
+	}
+}
+
 // SubmitStats counts what Submit did.
 type SubmitStats struct {
 	Units     int // units of the job
@@ -163,6 +196,11 @@ func (co *Coordinator) Submit(ctx context.Context, job string, units iter.Seq[Un
 		}
 	}
 	if err := settle(); err != nil {
+		return st, err
+	}
+	if err := ctx.Err(); err != nil {
+		// units may have stopped early because ctx ended: what came is
+		// out, but the job is not complete, and must not look it.
 		return st, err
 	}
 	rec.Submitted, rec.Units, rec.Addresses, rec.Updated = true, st.Units, st.Addresses, c.cfg.Now()
