@@ -59,19 +59,29 @@ func (e *engine) claimCatchAll(ctx context.Context, dom *domainState) (ask bool)
 }
 
 // waitShared waits for another process's answer about dom, then releases
-// the acceptances held for it. A claim that ends without an answer is
-// claimed once more: if it is then this engine's, the check is asked here;
-// else the acceptances go out with catch_all unknown.
+// the acceptances held for it. A claim that ends without an answer (given
+// up, or gone stale: its worker died) is claimed again: if it is then this
+// engine's, the check is asked here; if yet another holds it now, that one
+// is waited for, a few times at most; then the acceptances go out with
+// catch_all unknown.
 func (e *engine) waitShared(dom *domainState) {
 	defer e.sharing.Done()
 	defer e.router.done()
 	ctx := e.workCtx
 	share := e.cfg.CatchAllShare
-	answer, err := share.Wait(ctx, dom.name)
-	if err == nil && answer == nil && ctx.Err() == nil {
+	var answer *bool
+	for range maxShareWaits {
+		var err error
+		answer, err = share.Wait(ctx, dom.name)
+		if err != nil || answer != nil || ctx.Err() != nil {
+			break
+		}
 		var mine bool
 		answer, mine, err = share.Claim(ctx, dom.name)
-		if err == nil && answer == nil && mine {
+		if err != nil || answer != nil {
+			break
+		}
+		if mine {
 			e.mu.Lock()
 			dom.claimed = true
 			e.mu.Unlock()
@@ -84,6 +94,10 @@ func (e *engine) waitShared(dom *domainState) {
 	}
 	e.settleShared(dom, answer)
 }
+
+// maxShareWaits bounds how many claims of others one domain's acceptances
+// wait for in turn.
+const maxShareWaits = 3
 
 // settleShared settles dom with an answer found elsewhere (nil: none) and
 // releases the acceptances that waited for it.

@@ -124,6 +124,11 @@ func clusterConfig(cfg configs.Config, natsURL string) (cluster.Config, error) {
 		LeaseTTL:     cc.LeaseTTL,
 		HeartbeatTTL: cc.HeartbeatTTL,
 		CatchAllTTL:  cc.CatchAllTTL,
+		// A domain's accept-all claim is given up for dead as soon as a
+		// worker is: the others wait no longer for a killed claimant's
+		// answer than the cluster takes to notice it is gone. A live
+		// claimant slower than that costs one more check, no more.
+		ClaimTTL: cc.HeartbeatTTL,
 	}, nil
 }
 
