@@ -52,45 +52,110 @@ type catchAllEntry struct {
 // id: use one per process. Within the process, a domain claimed and not yet
 // answered or abandoned is another caller's claim for a second Claim, which
 // then Waits like a caller on another machine: several units of one domain
-// probed at once by one worker ask the question once, too. Safe for
-// concurrent use.
+// probed at once by one worker ask the question once, too.
+//
+// A claim held is renewed every ClaimTTL/3 until it is Put or Abandoned
+// (for maxClaimHold at most), so that a claimant whose check waits its turn
+// behind a busy host's queue is not taken for dead; a dead one stops
+// renewing, and its claim goes stale ClaimTTL later. Close gives up the
+// claims still held. Safe for concurrent use.
 type CatchAll struct {
 	c  *Conn
 	id string
 
 	mu   sync.Mutex
-	held map[string]bool // domains claimed by this process, not yet Put or Abandoned
+	held map[string]context.CancelFunc // domains claimed by this process, not yet Put or Abandoned: stop renewing
 }
+
+// maxClaimHold bounds how long a claim is renewed: a check that has not
+// come back by then is taken for lost, and its domain left to the next
+// asker once the claim goes stale.
+const maxClaimHold = 10 * time.Minute
 
 var _ CatchAllShare = (*CatchAll)(nil)
 
 // CatchAll returns a CatchAllShare with a claimer id of its own.
 func (c *Conn) CatchAll() *CatchAll {
-	return &CatchAll{c: c, id: idSafe(nuid.Next()), held: map[string]bool{}}
+	return &CatchAll{c: c, id: idSafe(nuid.Next()), held: map[string]context.CancelFunc{}}
 }
 
-// hold marks domain claimed by this process; false if it already was.
+// hold marks domain claimed by this process and starts renewing the claim;
+// false if it already was.
 func (s *CatchAll) hold(domain string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[domain] {
+	if s.held[domain] != nil {
 		return false
 	}
-	s.held[domain] = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.held[domain] = cancel
+	go s.renew(ctx, domain)
 	return true
 }
 
+// unhold stops renewing domain's claim.
 func (s *CatchAll) unhold(domain string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.held, domain)
+	if cancel := s.held[domain]; cancel != nil {
+		cancel()
+		delete(s.held, domain)
+	}
 }
 
 // holding reports whether this process holds domain's claim.
 func (s *CatchAll) holding(domain string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.held[domain]
+	return s.held[domain] != nil
+}
+
+// renew keeps domain's claim fresh while this process holds it.
+func (s *CatchAll) renew(ctx context.Context, domain string) {
+	every := max(s.c.cfg.ClaimTTL/3, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	key := catchAllKey(domain)
+	for n := time.Duration(0); n*every < maxClaimHold; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var e catchAllEntry
+		rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return
+		case err != nil:
+			continue // NATS away for a moment: the next tick tries again
+		case e.Answer != nil || e.Claimer != s.id:
+			return // answered, or taken over
+		}
+		data, _ := json.Marshal(catchAllEntry{Claimer: s.id, At: s.c.cfg.Now()})
+		rctx, cancel := s.c.request(ctx)
+		_, _ = s.c.catchAll.Update(rctx, key, data, rev)
+		cancel()
+	}
+}
+
+// Close gives up the claims this process still holds (their checks will
+// not be answered here), so that the next asker need not wait for them to
+// go stale.
+func (s *CatchAll) Close() error {
+	s.mu.Lock()
+	var domains []string
+	for d := range s.held {
+		domains = append(domains, d)
+	}
+	s.mu.Unlock()
+	ctx, cancel := s.c.request(context.Background())
+	defer cancel()
+	var errs []error
+	for _, d := range domains {
+		errs = append(errs, s.Abandon(ctx, d))
+	}
+	return errors.Join(errs...)
 }
 
 // Claim implements CatchAllShare.

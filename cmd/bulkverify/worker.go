@@ -7,30 +7,21 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/bulkverify/bulkverify/cluster"
 	"github.com/bulkverify/bulkverify/configs"
 	"github.com/bulkverify/bulkverify/egress"
-	"github.com/bulkverify/bulkverify/input"
-	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/internal/clusterpipe"
 	"github.com/bulkverify/bulkverify/pipeline"
-	"github.com/bulkverify/bulkverify/resolve"
 )
 
 // unitProber is the engine a worker probes its units with: one
 // pipeline.UnitProber for the whole process, the same engine verify uses,
-// given the cluster's budget and accept-all share instead of a run's own.
-// The units a worker probes at once share its connections and their limits.
+// given the cluster's budget and accept-all share instead of a run's own,
+// with the egress pool it sends from.
 type unitProber struct {
-	p    *pipeline.UnitProber
+	*clusterpipe.Prober
 	pool *egress.Pool
-	// tripped is called once when a circuit breaker stops the engine (port
-	// 25 blocked mid-run): the worker stops taking units, rather than
-	// failing every unit it takes.
-	tripped func(error)
-	once    sync.Once
 }
 
 // newUnitProber builds the worker's engine from the config: its egress
@@ -49,60 +40,7 @@ func newUnitProber(ctx context.Context, cfg configs.Config, budget egress.Budget
 	}
 	pcfg.Budget = budget
 	pcfg.CatchAllShare = share
-	return &unitProber{p: pipeline.NewUnitProber(ctx, pcfg, res), pool: rt.pool}, nil
-}
-
-// Probe implements cluster.Prober.
-func (u *unitProber) Probe(ctx context.Context, unit cluster.Unit, emit func(cluster.Result)) error {
-	addrs := make([]input.Address, 0, len(unit.Addresses))
-	keys := make([]uint64, 0, len(unit.Addresses))
-	for _, a := range unit.Addresses {
-		parsed, err := input.ParseAddress(a.String())
-		if err != nil {
-			// A coordinator sends only addresses it parsed; one of another
-			// version's may still not parse here.
-			reason := input.ReasonSyntax
-			var se *input.SyntaxError
-			if errors.As(err, &se) {
-				reason = se.Reason
-			}
-			emit(cluster.Result{Key: a.Key, Status: output.StatusInvalid, Reason: reason, CheckedAt: time.Now()})
-			continue
-		}
-		addrs = append(addrs, parsed)
-		keys = append(keys, a.Key)
-	}
-	known := make(map[string]pipeline.UnitDomain, len(unit.Domains))
-	for _, d := range unit.Domains {
-		var k pipeline.UnitDomain
-		if len(d.MX) > 0 {
-			mail := &resolve.Mail{Domain: d.Name, Implicit: d.Implicit}
-			for _, mx := range d.MX {
-				mail.Hosts = append(mail.Hosts, resolve.MX{Host: mx.Host, Preference: mx.Preference})
-			}
-			k.Mail = mail
-		}
-		k.CatchAll = d.CatchAll
-		known[d.Name] = k
-	}
-	err := u.p.Probe(ctx, addrs, known, func(i int, v pipeline.Verdict) { emit(resultOf(keys[i], v)) })
-	var tripped *pipeline.TrippedError
-	if errors.As(err, &tripped) && u.tripped != nil {
-		u.once.Do(func() { u.tripped(err) })
-	}
-	return err
-}
-
-// resultOf is a verdict on the wire.
-func resultOf(key uint64, v pipeline.Verdict) cluster.Result {
-	r := cluster.Result{
-		Key: key, Status: v.Status, Reason: v.Reason, MXHost: v.MXHost, CatchAll: v.CatchAll, TLS: v.TLS,
-		Egress: v.Egress, Provider: v.Provider, Attempts: v.Attempts, CheckedAt: v.At,
-	}
-	if v.Reply != nil {
-		r.SMTPCode, r.EnhancedCode, r.Message = v.Reply.Code, v.Reply.Enhanced, v.Reply.Text()
-	}
-	return r
+	return &unitProber{Prober: &clusterpipe.Prober{Engine: pipeline.NewUnitProber(ctx, pcfg, res)}, pool: rt.pool}, nil
 }
 
 // clusterConfig is the cluster package's Config from the config file, with
@@ -202,24 +140,26 @@ func worker(ctx context.Context, sf *sharedFlags, fs *flag.FlagSet, natsURL, id 
 	// The engine stops with the worker, or on its own when a breaker trips.
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	prober, err := newUnitProber(wctx, cfg, budget, conn.CatchAll(), stderr)
+	share := conn.CatchAll()
+	defer share.Close() // the accept-all checks this worker will not answer
+	prober, err := newUnitProber(wctx, cfg, budget, share, stderr)
 	if err != nil {
 		return err
 	}
 	var fatal error
-	prober.tripped = func(err error) {
+	prober.OnTripped = func(err error) {
 		fatal = err
 		stop()
 	}
 	w, err := conn.NewWorker(cluster.WorkerConfig{ID: id, Prober: prober, Units: units, Egress: egressNames(cfg)})
 	if err != nil {
-		prober.p.Close()
+		prober.Engine.Close()
 		return usageError{err}
 	}
 	fmt.Fprintf(stderr, "bulkverify worker %s: pulling units, %d at once\n", w.ID(), units)
 	err = w.Run(wctx)
 	stop()
-	es := prober.p.Close()
+	es := prober.Engine.Close()
 	st := w.Stats()
 	fmt.Fprintf(stderr, "bulkverify worker %s: stopped: %d units done, %d results, %d units given back, %d SMTP connections\n",
 		w.ID(), st.Units, st.Results, st.GivenBack, es.Connections)
