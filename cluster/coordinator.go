@@ -482,11 +482,16 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 			if err := co.take(m, st, opts, fn); err != nil {
 				return err
 			}
-			if len(st.complete) < 256 {
+			last := rec.Submitted && len(st.done)+len(st.complete) >= rec.Units
+			if len(st.complete) < 256 && !last {
 				continue
 			}
 			if err := co.flush(ctx, job, st, opts); err != nil {
 				return err
+			}
+			if last {
+				// The job's last unit: done now, not at the next tick.
+				return co.finish(ctx, job, st)
 			}
 		case <-tick.C:
 			if err := co.flush(ctx, job, st, opts); err != nil {
@@ -521,34 +526,41 @@ func hostSet(rec JobRecord) map[string]bool {
 	return s
 }
 
-// take handles one result message.
+// take handles one result message, a batch of one unit's results.
 func (co *Coordinator) take(m jetstream.Msg, st *collectState, opts CollectOptions, fn func(Result) error) error {
-	r, err := decodeResult(m.Data())
-	if err != nil {
+	msg, err := decodeResult(m.Data())
+	if err != nil || len(msg.Results) == 0 {
 		_ = m.Term() // no coordinator of this version can read it
 		return nil
 	}
-	if st.done[r.Unit] {
-		_ = m.Ack() // a copy of a result of a finished unit
+	unit := msg.Results[0].Unit
+	if st.done[unit] {
+		_ = m.Ack() // a copy of results of a finished unit
 		return nil
 	}
-	u := st.units[r.Unit]
+	u := st.units[unit]
 	if u == nil {
-		u = &unitState{size: r.UnitSize, host: r.Host, keys: make(map[uint64]struct{}, r.UnitSize)}
-		st.units[r.Unit] = u
+		u = &unitState{size: msg.UnitSize, host: msg.Host, keys: make(map[uint64]struct{}, msg.UnitSize)}
+		st.units[unit] = u
 	}
 	u.msgs = append(u.msgs, m)
-	if _, dup := u.keys[r.Key]; dup {
-		return nil
-	}
-	u.keys[r.Key] = struct{}{}
-	if opts.Skip == nil || !opts.Skip(r.Key) {
-		if err := fn(r.Result); err != nil {
-			return err
+	complete := len(u.keys) >= u.size
+	for _, r := range msg.Results {
+		if r.Unit != unit {
+			continue // a batch holds one unit's results
+		}
+		if _, dup := u.keys[r.Key]; dup {
+			continue
+		}
+		u.keys[r.Key] = struct{}{}
+		if opts.Skip == nil || !opts.Skip(r.Key) {
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
 	}
-	if len(u.keys) >= u.size {
-		st.complete = append(st.complete, r.Unit)
+	if !complete && len(u.keys) >= u.size {
+		st.complete = append(st.complete, unit)
 	}
 	return nil
 }

@@ -85,14 +85,24 @@ type Result struct {
 	CheckedAt    time.Time `json:"checked_at"`
 }
 
-// resultMsg is a Result on the wire, with what the collector needs to tell
-// when its unit is complete.
+// resultMsg is results of one unit on the wire, a batch of them (at most
+// maxResultBatch), with what the collector needs to tell when its unit is
+// complete: one message per address would cost the server, the worker and
+// the collector a message's handling (and an acknowledgement) per address.
 type resultMsg struct {
-	Version  int    `json:"v"`
-	UnitSize int    `json:"unit_size"` // addresses in the unit
-	Host     string `json:"host"`      // the unit's first MX host, for progress per host
-	Result
+	Version  int      `json:"v"`
+	UnitSize int      `json:"unit_size"` // addresses in the unit
+	Host     string   `json:"host"`      // the unit's first MX host, for progress per host
+	Results  []Result `json:"results"`
 }
+
+// Batching of results: a batch goes out when it holds maxResultBatch
+// results or resultBatchDelay after its first, whichever comes first, so
+// that a result waits little and a slow unit's results are not held back.
+const (
+	maxResultBatch   = 64
+	resultBatchDelay = 20 * time.Millisecond
+)
 
 // Errors of the wire and of ids; callers branch on them with errors.Is.
 var (

@@ -78,7 +78,7 @@ func FuzzDecode(f *testing.F) {
 	data, _ := encodeUnit(makeUnits("j", 1, 2, plainLocal)[0])
 	f.Add(data)
 	f.Add([]byte(`{"v":1,"job":"j","unit":"u","addresses":[{"k":1,"l":"a","d":"b"}]}`))
-	f.Add([]byte(`{"v":1,"unit_size":2,"k":3,"status":"deliverable"}`))
+	f.Add([]byte(`{"v":1,"unit_size":2,"results":[{"k":3,"unit":"u","status":"deliverable"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if u, err := decodeUnit(data); err == nil {
 			if err := u.Check(); err != nil {
