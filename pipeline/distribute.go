@@ -411,9 +411,28 @@ func (r *distRun) part(ctx context.Context, name string, g *grouper, emit func(W
 	return r.decide(ctx, name, groups, true, emit)
 }
 
-// decide answers what it can without a mail server (the cache, DNS,
-// do-not-probe) and cuts the rest into units named name-1, name-2, ...
+// cutChunk is how many domains are looked up and cut into units at a time:
+// the first units go out after the first chunk's lookups, not the whole
+// partition's, and probing overlaps the lookups of the rest. A host's
+// addresses in one chunk make its units there; it is a constant, not a
+// setting, so that the cut stays the same on every start.
+const cutChunk = 128
+
+// decide answers what it can without a mail server and cuts the rest into
+// units, a chunk of domains at a time (named nameC0-1, nameC0-2, ...).
 func (r *distRun) decide(ctx context.Context, name string, groups []distGroup, useCache bool, emit func(WorkUnit) error) error {
+	for c := 0; c*cutChunk < len(groups); c++ {
+		chunk := groups[c*cutChunk : min((c+1)*cutChunk, len(groups))]
+		if err := r.decideChunk(ctx, fmt.Sprintf("%sc%d", name, c), chunk, useCache, emit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decideChunk answers what it can without a mail server (the cache, DNS,
+// do-not-probe) and cuts the rest into units named name-1, name-2, ...
+func (r *distRun) decideChunk(ctx context.Context, name string, groups []distGroup, useCache bool, emit func(WorkUnit) error) error {
 	decided := make([][]bool, len(groups))
 	if useCache && r.d.Cache != nil && !r.cfg.Refresh && !r.w.cacheFailed() {
 		if err := r.cached(ctx, groups, decided); err != nil {
