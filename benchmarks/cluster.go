@@ -63,18 +63,19 @@ type WorkerSpec struct {
 }
 
 // StartWorkerFunc starts a cluster worker and returns how to stop it (and
-// wait until it has stopped).
-type StartWorkerFunc func(ctx context.Context, spec WorkerSpec) (stop func() error, err error)
+// wait until it has stopped); stop reports the CPU time the worker used
+// (0 when it ran in this process, where it counts as the run's).
+type StartWorkerFunc func(ctx context.Context, spec WorkerSpec) (stop func() (time.Duration, error), err error)
 
 // InProcessWorker runs a worker in this process: for tests, and where no
 // process can be spawned. Its CPU time counts as the run's.
-func InProcessWorker(ctx context.Context, spec WorkerSpec) (func() error, error) {
+func InProcessWorker(ctx context.Context, spec WorkerSpec) (func() (time.Duration, error), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- ServeClusterWorker(ctx, spec) }()
-	return func() error {
+	return func() (time.Duration, error) {
 		cancel()
-		return <-done
+		return 0, <-done
 	}, nil
 }
 
@@ -117,7 +118,9 @@ func ServeClusterWorker(ctx context.Context, spec WorkerSpec) error {
 	defer engine.Close()
 	units := w.UnitsPerWorker
 	if units <= 0 {
-		units = w.MaxConnections
+		// A unit is one host's: a worker needs several per connection it
+		// may open, for units of slow hosts hold their place until done.
+		units = 4 * w.MaxConnections
 	}
 	worker, err := conn.NewWorker(cluster.WorkerConfig{ID: spec.ID, Prober: &clusterpipe.Prober{Engine: engine}, Units: units,
 		Egress: []string{spec.SourceIP}, PollWait: time.Second})
@@ -132,7 +135,9 @@ type benchCluster struct {
 	srv   *server.Server
 	dir   string
 	conn  *cluster.Conn
-	stops []func() error
+	stops []func() (time.Duration, error)
+	// workersCPU is the CPU time the workers used, in all, once closed.
+	workersCPU time.Duration
 }
 
 // workerIP is the source address of worker i: 127.0.5.(i+1), clear of the
@@ -196,10 +201,14 @@ func startCluster(ctx context.Context, w Workload, world World, n int, start Sta
 func (c *benchCluster) close() error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.stops))
+	cpus := make([]time.Duration, len(c.stops))
 	for i, stop := range c.stops {
-		wg.Go(func() { errs[i] = stop() })
+		wg.Go(func() { cpus[i], errs[i] = stop() })
 	}
 	wg.Wait()
+	for _, d := range cpus {
+		c.workersCPU += d
+	}
 	c.stops = nil
 	if c.conn != nil {
 		c.conn.Close()

@@ -27,7 +27,7 @@ func (w *Workload) Flags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&w.ChangeEvery, prefix+"change-every", w.ChangeEvery, "a rerun of "+w.Name+" changes every n-th row (20 = 5%)")
 	fs.IntVar(&w.OperatorSessions, prefix+"operator-sessions", w.OperatorSessions, "when > 0, every host of "+w.Name+" is run by one operator that allows this many sessions at once")
 	fs.IntVar(&w.UnitSize, prefix+"unit-size", w.UnitSize, "addresses per cluster unit at most in "+w.Name+" (0 = 2000)")
-	fs.IntVar(&w.UnitsPerWorker, prefix+"units-per-worker", w.UnitsPerWorker, "units a cluster worker probes at once in "+w.Name+" (0 = max-connections)")
+	fs.IntVar(&w.UnitsPerWorker, prefix+"units-per-worker", w.UnitsPerWorker, "units a cluster worker probes at once in "+w.Name+" (0 = 4 × max-connections)")
 }
 
 // Describe is a one-line summary of the workload.
@@ -247,8 +247,8 @@ func WriteClusterComparison(out io.Writer, results []Result) error {
 			continue
 		}
 		if !header {
-			b.WriteString("| workload | strategy | workers | wall | addr/s | throughput / 1 worker's | throughput / local bulkverify's | most sessions open at once (servers' count) | operator's session budget | connections | wrong |\n")
-			b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+			b.WriteString("| workload | strategy | workers | wall | addr/s | throughput / 1 worker's | throughput / local bulkverify's | most sessions open at once (servers' count) | operator's session budget | connections | coordinator + NATS CPU | workers' CPU | wrong |\n")
+			b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 			header = true
 		}
 		vsOne, vsLocal, budget := "", "", ""
@@ -266,8 +266,12 @@ func WriteClusterComparison(out io.Writer, results []Result) error {
 		if r.OperatorSessions > 0 {
 			budget = strconv.Itoa(r.OperatorSessions)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %.0f | %s | %s | %d | %s | %d | %d |\n", r.Workload, r.Strategy, r.Workers,
-			fmtDur(r.Wall), rate(r), vsOne, vsLocal, r.MaxSessions, budget, r.Connections, r.Wrong)
+		workersCPU := "in-process"
+		if r.WorkersCPU > 0 {
+			workersCPU = fmtDur(r.WorkersCPU)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %.0f | %s | %s | %d | %s | %d | %s | %s | %d |\n", r.Workload, r.Strategy, r.Workers,
+			fmtDur(r.Wall), rate(r), vsOne, vsLocal, r.MaxSessions, budget, r.Connections, fmtDur(r.CPU), workersCPU, r.Wrong)
 	}
 	if !header {
 		return nil

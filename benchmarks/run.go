@@ -116,6 +116,10 @@ type Result struct {
 
 	// Workers is how many cluster workers probed (cluster-N); 0 = none.
 	Workers int `json:"workers,omitempty"`
+	// WorkersCPU is the CPU time the workers used, in processes of their
+	// own (from their start: idle before the run), in all; 0 when they ran
+	// in this process, where CPU counts them.
+	WorkersCPU time.Duration `json:"workers_cpu_ns,omitempty"`
 	// OperatorSessions is the workload's one operator's session budget
 	// (Workload.OperatorSessions); 0 = none.
 	OperatorSessions int `json:"operator_sessions,omitempty"`
@@ -265,7 +269,11 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		if cl, err = startCluster(ctx, w, world, n, opts.StartWorker); err != nil {
 			return res, fmt.Errorf("benchmarks: starting the cluster: %w", err)
 		}
-		defer cl.close()
+		defer func() {
+			if cl != nil {
+				cl.close()
+			}
+		}()
 		res.Workers = n
 	}
 
@@ -330,6 +338,13 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 			res.ByVerb[verb] = d
 			res.Commands += d
 		}
+	}
+	if cl != nil {
+		if err := cl.close(); err != nil {
+			return res, fmt.Errorf("benchmarks: stopping the cluster: %w", err)
+		}
+		res.WorkersCPU = cl.workersCPU
+		cl = nil
 	}
 	res.WorldCPU, res.WorldPeakRSS = counts.CPU, counts.PeakRSS
 	res.MaxSessions = counts.MaxSessions

@@ -53,7 +53,7 @@ type Workload struct {
 	OperatorSessions int
 	// UnitSize and UnitsPerWorker shape a cluster run (strategies
 	// cluster-N): addresses per unit at most (0 = 2000) and units a worker
-	// probes at once (0 = MaxConnections).
+	// probes at once (0 = 4 × MaxConnections).
 	UnitSize       int
 	UnitsPerWorker int
 
@@ -88,7 +88,7 @@ func L3() Workload {
 		Name: "L3", Addresses: 10000, Domains: 1000, Hosts: 1000, Skew: 0, CatchAllEvery: 20, Seed: 3,
 		RTT:            50 * time.Millisecond,
 		MaxConnections: 8, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
-		MemoryRows: defaultMemoryRows, UnitsPerWorker: 16,
+		MemoryRows: defaultMemoryRows,
 	}
 }
 

@@ -578,16 +578,13 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 			return fmt.Errorf("cluster: checkpoint: %w", err)
 		}
 	}
+	// The done marks go out together and are waited for together: one
+	// round trip for many units, not one each.
+	if err := retryUnavailable(ctx, func() error { return co.markDone(ctx, job, st) }); err != nil {
+		return err
+	}
 	for _, id := range st.complete {
 		u := st.units[id]
-		mark := struct {
-			Addresses int       `json:"addresses"`
-			Host      string    `json:"host"`
-			At        time.Time `json:"at"`
-		}{u.size, u.host, c.cfg.Now()}
-		if err := retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, doneKey(job, id), mark) }); err != nil {
-			return err
-		}
 		for _, m := range u.msgs {
 			_ = m.Ack()
 		}
@@ -604,6 +601,38 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 	st.complete = st.complete[:0]
 	st.prog.Updated = c.cfg.Now()
 	return retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, progressKey(job), st.prog) })
+}
+
+// markDone stores the done marks of the complete units (done.JOB.UNIT).
+func (co *Coordinator) markDone(ctx context.Context, job string, st *collectState) error {
+	c := co.c
+	futures := make([]jetstream.PubAckFuture, 0, len(st.complete))
+	for _, id := range st.complete {
+		u := st.units[id]
+		data, err := json.Marshal(struct {
+			Addresses int       `json:"addresses"`
+			Host      string    `json:"host"`
+			At        time.Time `json:"at"`
+		}{u.size, u.host, c.cfg.Now()})
+		if err != nil {
+			return fmt.Errorf("cluster: done mark of %s: %w", id, err)
+		}
+		f, err := c.js.PublishAsync("$KV."+JobsBucket+"."+doneKey(job, id), data)
+		if err != nil {
+			return fmt.Errorf("%w: done mark of %s: %v", ErrUnavailable, id, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: done mark: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // retryUnavailable calls f until it succeeds, fails for another reason

@@ -418,13 +418,7 @@ func (p *unitPublisher) publishLocked() {
 	}
 	batch := p.batch
 	p.batch = nil
-	data, err := json.Marshal(resultMsg{Version: WireVersion, UnitSize: p.size, Host: p.host, Results: batch})
-	if err != nil {
-		for _, r := range batch {
-			p.keys[r.Key] = false // not stored: missing, as if never found
-		}
-		return
-	}
+	data := encodeResults(resultMsg{Version: WireVersion, UnitSize: p.size, Host: p.host, Results: batch})
 	keys := make([]uint64, len(batch))
 	for i, r := range batch {
 		keys[i] = r.Key

@@ -411,21 +411,23 @@ func (r *distRun) part(ctx context.Context, name string, g *grouper, emit func(W
 	return r.decide(ctx, name, groups, true, emit)
 }
 
-// cutChunk is how many domains are looked up and cut into units at a time:
-// the first units go out after the first chunk's lookups, not the whole
-// partition's, and probing overlaps the lookups of the rest. A host's
-// addresses in one chunk make its units there; it is a constant, not a
-// setting, so that the cut stays the same on every start.
-const cutChunk = 128
+// cutChunks are how many domains are looked up and cut into units at a
+// time: the first units go out after the first chunk's lookups, not the
+// whole partition's, and probing overlaps the lookups of the rest. The
+// first chunks are small, so that the workers start soon; the last size
+// repeats. A host's addresses in one chunk make its units there. These are
+// constants, not settings, so that the cut stays the same on every start.
+var cutChunks = [...]int{32, 64, 128}
 
 // decide answers what it can without a mail server and cuts the rest into
 // units, a chunk of domains at a time (named nameC0-1, nameC0-2, ...).
 func (r *distRun) decide(ctx context.Context, name string, groups []distGroup, useCache bool, emit func(WorkUnit) error) error {
-	for c := 0; c*cutChunk < len(groups); c++ {
-		chunk := groups[c*cutChunk : min((c+1)*cutChunk, len(groups))]
-		if err := r.decideChunk(ctx, fmt.Sprintf("%sc%d", name, c), chunk, useCache, emit); err != nil {
+	for c := 0; len(groups) > 0; c++ {
+		n := min(cutChunks[min(c, len(cutChunks)-1)], len(groups))
+		if err := r.decideChunk(ctx, fmt.Sprintf("%sc%d", name, c), groups[:n], useCache, emit); err != nil {
 			return err
 		}
+		groups = groups[n:]
 	}
 	return nil
 }
@@ -1056,25 +1058,29 @@ func (rf *rowsFile) flush() error {
 // damaged file.
 var errBadKey = errors.New("pipeline: a verdict's key names no record of this run")
 
-// read returns the record at key.
+// read returns the record at key: one read of the file for most records.
 func (rf *rowsFile) read(key uint64) (rowsRecord, error) {
-	if key >= uint64(rf.size()) {
+	size := rf.size()
+	if key >= uint64(size) {
 		return rowsRecord{}, fmt.Errorf("%w: %d", errBadKey, key)
 	}
-	var head [binary.MaxVarintLen64]byte
-	n, err := rf.f.ReadAt(head[:], int64(key))
+	buf := make([]byte, min(512, size-int64(key)))
+	n, err := rf.f.ReadAt(buf, int64(key))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return rowsRecord{}, fmt.Errorf("reading the rows back: %w", err)
 	}
-	size, hl := binary.Uvarint(head[:n])
-	if hl <= 0 || size > 1<<30 {
+	body, hl := binary.Uvarint(buf[:n])
+	if hl <= 0 || body > 1<<30 || int64(key)+int64(hl)+int64(body) > size {
 		return rowsRecord{}, fmt.Errorf("%w: %d", errBadKey, key)
 	}
-	body := make([]byte, size)
-	if _, err := rf.f.ReadAt(body, int64(key)+int64(hl)); err != nil {
+	if end := hl + int(body); end <= n {
+		return decodeRowsRecord(key, buf[hl:end])
+	}
+	rest := make([]byte, body)
+	if _, err := rf.f.ReadAt(rest, int64(key)+int64(hl)); err != nil {
 		return rowsRecord{}, fmt.Errorf("%w: %d: %v", errBadKey, key, err)
 	}
-	return decodeRowsRecord(key, body)
+	return decodeRowsRecord(key, rest)
 }
 
 // size is how much of the file is flushed and readable.

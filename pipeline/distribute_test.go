@@ -340,3 +340,69 @@ func (c *memCache) Remember(_ context.Context, vs []store.Verdict) error {
 	}
 	return nil
 }
+
+// The rows file gives back each record at its key, also a record longer
+// than one read, and every record in order.
+func TestRowsFile(t *testing.T) {
+	rf, err := newRowsFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.close()
+	long := strings.Repeat("x", 2000)
+	recs := []struct {
+		addr input.Address
+		rows rowRefs
+	}{
+		{input.Address{Local: "a", Domain: "x.test"}, rowRefs{first: rowRef{row: 1, fields: []string{"1", "a@x.test"}}}},
+		{input.Address{Local: "bé", Domain: "y.test", NeedsSMTPUTF8: true}, rowRefs{first: rowRef{row: 2, fields: []string{long}},
+			more: []rowRef{{row: 9, fields: []string{"9", ""}}}}},
+		{input.Address{Local: "c", Domain: "z.test"}, rowRefs{first: rowRef{row: 3, fields: nil}}},
+	}
+	var keys []uint64
+	for _, r := range recs {
+		k, err := rf.add(r.addr.String(), r.addr, r.rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if _, err := rf.read(keys[1]); err == nil {
+		t.Fatal("read a record not yet flushed")
+	}
+	if err := rf.flush(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(got rowsRecord, i int) {
+		t.Helper()
+		want := recs[i]
+		if got.addr != want.addr || got.text != want.addr.String() || got.rows.first.row != want.rows.first.row ||
+			len(got.rows.more) != len(want.rows.more) || strings.Join(got.rows.first.fields, ",") != strings.Join(want.rows.first.fields, ",") {
+			t.Errorf("record %d: %+v, want %+v", i, got, want)
+		}
+	}
+	for i, k := range keys {
+		got, err := rf.read(k)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		check(got, i)
+	}
+	i := 0
+	for got, err := range rf.all() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.key != keys[i] {
+			t.Errorf("record %d at %d, want %d", i, got.key, keys[i])
+		}
+		check(got, i)
+		i++
+	}
+	if i != len(recs) {
+		t.Errorf("all gave %d records, want %d", i, len(recs))
+	}
+	if _, err := rf.read(keys[1] + 1); err == nil {
+		t.Error("a key inside a record read as one")
+	}
+}

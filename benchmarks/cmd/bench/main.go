@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jsonPath := fs.String("json", "", "file to write the results to as JSON as well")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up after this long")
 	count := fs.Int("count", 1, "run each job this many times and report the median by wall time")
+	interleave := fs.Bool("interleave", false, "with -count: run every job once, then every job again, ... (a machine whose load drifts then slows the jobs compared alike)")
 	worldProcess := fs.Bool("world-process", false, "run the simulated world in a process of its own (CPU and RSS then split between the two)")
 	child := fs.String("child", "", "internal: run this job (JSON) and print its result as JSON")
 	serve := fs.String("serve", "", "internal: serve this workload's world (JSON) on stdin/stdout")
@@ -126,8 +127,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	var results []benchmarks.Result
 	failed := false
+	runs := make([][]benchmarks.Result, len(jobs))
+	runOne := func(i int) error {
+		j := &jobs[i]
+		var res benchmarks.Result
+		var err error
+		if *inprocess {
+			res, err = runJob(ctx, *j)
+		} else {
+			res, err = spawn(ctx, *j, stderr)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "bench:   %s/%s: %v wall, %d connections, %d wrong verdicts\n", j.Workload.Name, j.Strategy,
+			res.Wall.Round(time.Millisecond), res.Connections, res.Wrong)
+		if res.Wrong > 0 {
+			fmt.Fprintf(stderr, "bench: %s/%s gave %d wrong verdicts, e.g. %v\n", res.Workload, res.Strategy, res.Wrong, res.Mismatches)
+			failed = true
+		}
+		runs[i] = append(runs[i], res)
+		return nil
+	}
 	for i := range jobs {
 		j := &jobs[i]
 		j.WorldProcess = *worldProcess
@@ -138,30 +160,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if *memDir != "" {
 			j.MemProfile = filepath.Join(*memDir, name+".heap.pprof")
 		}
-		fmt.Fprintf(stderr, "bench: %s with %s ...\n", j.Workload.Describe(), j.Strategy)
-		var runs []benchmarks.Result
+		fmt.Fprintf(stderr, "bench: %s with %s\n", j.Workload.Describe(), j.Strategy)
+	}
+	// Every job's n-th run before any job's (n+1)-th, with -interleave: a
+	// machine whose load drifts (shared with others) then slows the jobs
+	// compared alike, and their ratios stand.
+	if *interleave {
 		for range max(*count, 1) {
-			var res benchmarks.Result
-			if *inprocess {
-				res, err = runJob(ctx, *j)
-			} else {
-				res, err = spawn(ctx, *j, stderr)
+			for i := range jobs {
+				if err := runOne(i); err != nil {
+					fmt.Fprintln(stderr, "bench:", err)
+					return 1
+				}
 			}
-			if err != nil {
-				fmt.Fprintln(stderr, "bench:", err)
-				return 1
-			}
-			fmt.Fprintf(stderr, "bench:   %v wall, %d connections, %d wrong verdicts\n", res.Wall.Round(time.Millisecond), res.Connections, res.Wrong)
-			if res.Wrong > 0 {
-				fmt.Fprintf(stderr, "bench: %s/%s gave %d wrong verdicts, e.g. %v\n", res.Workload, res.Strategy, res.Wrong, res.Mismatches)
-				failed = true
-			}
-			runs = append(runs, res)
 		}
-		if len(runs) == 1 {
-			results = append(results, runs[0])
+	} else {
+		for i := range jobs {
+			for range max(*count, 1) {
+				if err := runOne(i); err != nil {
+					fmt.Fprintln(stderr, "bench:", err)
+					return 1
+				}
+			}
+		}
+	}
+	var results []benchmarks.Result
+	for _, rs := range runs {
+		if len(rs) == 1 {
+			results = append(results, rs[0])
 		} else {
-			results = append(results, benchmarks.Median(runs))
+			results = append(results, benchmarks.Median(rs))
 		}
 	}
 
@@ -448,7 +476,7 @@ func writeMarginal(b *strings.Builder, results []benchmarks.Result) {
 
 // spawnWorker starts a cluster worker in a process of its own: this binary
 // with -cluster-worker. It stops when its stdin is closed.
-func spawnWorker(ctx context.Context, spec benchmarks.WorkerSpec) (func() error, error) {
+func spawnWorker(ctx context.Context, spec benchmarks.WorkerSpec) (func() (time.Duration, error), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -466,16 +494,20 @@ func spawnWorker(ctx context.Context, spec benchmarks.WorkerSpec) (func() error,
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return func() error {
+	return func() (time.Duration, error) {
 		stdin.Close()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
 		case err := <-done:
-			return err
+			var cpu time.Duration
+			if cmd.ProcessState != nil {
+				cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			}
+			return cpu, err
 		case <-time.After(60 * time.Second):
 			cmd.Process.Kill()
-			return fmt.Errorf("worker %s did not stop within 60s", spec.ID)
+			return 0, fmt.Errorf("worker %s did not stop within 60s", spec.ID)
 		}
 	}, nil
 }
