@@ -100,7 +100,9 @@ func clusterVerifyJob(cfg configs.Config, rf *runFlags, natsURL string, stderr i
 		remote := clusterpipe.NewRemote(conn.Coordinator(), "", pcfg.FlushInterval, cfg.Cluster.UnitSize)
 		d := pipeline.Distribution{Remote: remote, UnitSize: cfg.Cluster.UnitSize, MaxRounds: clusterpipe.MaxRounds}
 		var cache *clusterpipe.Cache
-		if useCache && !cfg.Store.Refresh {
+		// --refresh probes every address but still remembers what it found.
+		pcfg.Refresh = cfg.Store.Refresh
+		if useCache {
 			if cache, err = clusterpipe.NewCache(conn, runNamespaces(cfg.Store), cfg.Store.Options().Freshness); err != nil {
 				return sum, usageError{err}
 			}

@@ -3,13 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkverify/bulkverify/mailsim"
 )
@@ -185,4 +191,83 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.String()
+}
+
+// The commands deploy/ runs (compose services, the worker Deployment, the
+// CronJob) are flags this binary knows: each parses, up to its -h.
+func TestDeployCommandsParse(t *testing.T) {
+	var commands [][]string
+	var compose struct {
+		Services map[string]struct {
+			Image   string   `yaml:"image"`
+			Command []string `yaml:"command"`
+		} `yaml:"services"`
+	}
+	readYAML(t, "../../deploy/compose.yaml", func(dec *yaml.Decoder) error { return dec.Decode(&compose) })
+	for name, s := range compose.Services {
+		if strings.HasPrefix(s.Image, "bulkverify") {
+			commands = append(commands, s.Command)
+		} else if name != "nats" {
+			t.Errorf("compose service %s runs image %q", name, s.Image)
+		}
+	}
+	for _, f := range []string{"../../deploy/k8s/worker.yaml", "../../deploy/k8s/cronjob.yaml"} {
+		readYAML(t, f, func(dec *yaml.Decoder) error {
+			for {
+				var doc map[string]any
+				if err := dec.Decode(&doc); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+				commands = append(commands, containerArgs(doc)...)
+			}
+		})
+	}
+	if len(commands) != 4 {
+		t.Fatalf("found %d bulkverify commands in deploy/, want 4 (compose worker and job, k8s worker and CronJob): %q", len(commands), commands)
+	}
+	for _, args := range commands {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append(slices.Clone(args), "-h"), nil, &out, &errOut); code != exitOK {
+			t.Errorf("%q: exit %d\n%s", args, code, errOut.String())
+		}
+	}
+}
+
+func readYAML(t *testing.T, path string, decode func(*yaml.Decoder) error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := decode(yaml.NewDecoder(f)); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// containerArgs finds the args of containers running a bulkverify image
+// anywhere in a Kubernetes object.
+func containerArgs(v any) [][]string {
+	var out [][]string
+	switch x := v.(type) {
+	case map[string]any:
+		if img, ok := x["image"].(string); ok && strings.Contains(img, "bulkverify") {
+			var args []string
+			for _, a := range x["args"].([]any) {
+				args = append(args, fmt.Sprint(a))
+			}
+			return [][]string{args}
+		}
+		for _, e := range x {
+			out = append(out, containerArgs(e)...)
+		}
+	case []any:
+		for _, e := range x {
+			out = append(out, containerArgs(e)...)
+		}
+	}
+	return out
 }

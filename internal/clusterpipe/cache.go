@@ -14,8 +14,10 @@ import (
 // Cache is the cluster's verdict cache as a pipeline.VerdictCache. It
 // reads the job's namespace, then the shared ones, as the cache stood when
 // the job began (AsOf: a coordinator started again cuts the same units),
-// judged by the run's freshness rules; it writes the job's namespace, each
-// verdict kept as long as its class may be reused.
+// judged by the run's freshness rules (--max-age included); it writes the
+// job's namespace, each verdict kept as long as its class may be reused
+// (by the lifetimes alone: one run's --max-age is its own choice, not the
+// next run's).
 type Cache struct {
 	own   *cluster.VerdictCache
 	read  []*cluster.VerdictCache
@@ -91,8 +93,10 @@ func storeVerdict(address string, v cluster.Verdict) store.Verdict {
 // Remember implements pipeline.VerdictCache.
 func (c *Cache) Remember(ctx context.Context, verdicts []store.Verdict) error {
 	batch := make(map[string]cluster.Verdict, len(verdicts))
+	keep := c.fresh
+	keep.MaxAge, keep.Refresh = 0, false
 	for _, v := range verdicts {
-		life := c.fresh.Lifetime(v.Status, v.Reason)
+		life := keep.Lifetime(v.Status, v.Reason)
 		if life <= 0 {
 			continue
 		}
