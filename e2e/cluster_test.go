@@ -168,9 +168,10 @@ type clusterEnv struct {
 	bin     string
 	dir     string
 	cfg     string
-	sim     *mailsim.Sim
-	nats    *server.Server
-	url     string
+	sim      *mailsim.Sim
+	nats     *server.Server
+	natsOpts server.Options
+	url      string
 	bigmail *mailsim.ConcurrencyWatch
 	workers []*proc
 }
@@ -265,10 +266,22 @@ func newClusterEnv(t *testing.T, bin string) *clusterEnv {
 }
 
 func (env *clusterEnv) startNATS() {
-	t := env.t
-	opts := &server.Options{ServerName: "bulkverify-e2e", Host: "127.0.0.1", Port: -1, JetStream: true,
+	env.natsOpts = server.Options{ServerName: "bulkverify-e2e", Host: "127.0.0.1", Port: -1, JetStream: true,
 		StoreDir: filepath.Join(env.dir, "jetstream"), NoLog: true, NoSigs: true}
-	s, err := server.NewServer(opts)
+	env.runNATS()
+	// The port is kept for a restart, so that clients find the server again.
+	env.natsOpts.Port = env.nats.Addr().(*net.TCPAddr).Port
+	env.url = env.nats.ClientURL()
+	env.t.Cleanup(func() {
+		env.nats.Shutdown()
+		env.nats.WaitForShutdown()
+	})
+}
+
+func (env *clusterEnv) runNATS() {
+	t := env.t
+	opts := env.natsOpts
+	s, err := server.NewServer(&opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,11 +290,15 @@ func (env *clusterEnv) startNATS() {
 		s.Shutdown()
 		t.Fatal("nats-server: not ready for connections")
 	}
-	env.nats, env.url = s, s.ClientURL()
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
+	env.nats = s
+}
+
+// restartNATS stops the server and starts it again on the same port and
+// store: what JetStream stored on disk is all that survives.
+func (env *clusterEnv) restartNATS() {
+	env.nats.Shutdown()
+	env.nats.WaitForShutdown()
+	env.runNATS()
 }
 
 // worldFlags point a process at the world, with the suite's config.
@@ -556,6 +573,36 @@ func TestCluster(t *testing.T) {
 	t.Run("SameAsLocal", func(t *testing.T) { testClusterSameAsLocal(t, bin, in, local) })
 	t.Run("WorkerKilled", func(t *testing.T) { testClusterWorkerKilled(t, bin, in, local) })
 	t.Run("CoordinatorResumed", func(t *testing.T) { testClusterCoordinatorResumed(t, bin, in, local) })
+	t.Run("NATSRestarted", func(t *testing.T) { testClusterNATSRestarted(t, bin, in, local) })
+}
+
+// The NATS server restarts mid-job (file storage): the coordinator and the
+// workers find it again and the job completes, every row once.
+func testClusterNATSRestarted(t *testing.T, bin string, in [][2]string, local map[string]map[string]string) {
+	env := newClusterEnv(t, bin)
+	path, out := filepath.Join(env.dir, "in.csv"), filepath.Join(env.dir, "cluster.csv")
+	writeInput(t, path, in)
+	coord := env.coordinator("coordinator", path, out)
+	pollUntil(t, 60*time.Second, func() error {
+		data, _ := os.ReadFile(out)
+		if n := bytes.Count(data, []byte("\n")); n > 40 {
+			return nil
+		}
+		if coord.exited() {
+			return fmt.Errorf("the coordinator ended before the restart: %v", coord.err)
+		}
+		return fmt.Errorf("the output has few rows yet")
+	})
+	env.restartNATS()
+	if coord.exited() {
+		t.Fatal("the coordinator ended before the server was back: the test proves nothing")
+	}
+	if err := coord.wait(t, 180*time.Second); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, coord.logText())
+	}
+	got := outputRows(t, out, in, true)
+	sameVerdicts(t, local, got, faultDiffer...)
+	env.checkLimits()
 }
 
 // verdictColumns are compared in the runs with a fault: a re-asked address
