@@ -164,16 +164,16 @@ func must(err error) {
 
 // clusterEnv is one world, one NATS server and three workers.
 type clusterEnv struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	cfg     string
+	t        *testing.T
+	bin      string
+	dir      string
+	cfg      string
 	sim      *mailsim.Sim
 	nats     *server.Server
 	natsOpts server.Options
 	url      string
-	bigmail *mailsim.ConcurrencyWatch
-	workers []*proc
+	bigmail  *mailsim.ConcurrencyWatch
+	workers  []*proc
 }
 
 // proc is a bulkverify process the suite started.
