@@ -16,11 +16,15 @@ import (
 var (
 	benchL1 = L1()
 	benchC1 = C1()
+	benchL3 = L3()
+	benchB1 = B1()
 )
 
 func init() {
 	benchL1.Flags(flag.CommandLine, "l1.")
 	benchC1.Flags(flag.CommandLine, "c1.")
+	benchL3.Flags(flag.CommandLine, "l3.")
+	benchB1.Flags(flag.CommandLine, "b1.")
 }
 
 // BenchmarkL1 compares bulkverify with the naive strategy on the
@@ -37,6 +41,31 @@ func BenchmarkL1(b *testing.B) {
 func BenchmarkL1SOCKS(b *testing.B) {
 	for _, s := range []Strategy{Bulk, BulkSOCKS} {
 		b.Run(string(s), func(b *testing.B) { benchRun(b, benchL1, s) })
+	}
+}
+
+// BenchmarkL1Cluster compares a local run on L1 with a cluster of one
+// worker. The workers of the testing.B suite run in the test process (the
+// command in cmd/bench gives each its own).
+func BenchmarkL1Cluster(b *testing.B) {
+	for _, s := range []Strategy{Bulk, ClusterStrategy(1)} {
+		b.Run(string(s), func(b *testing.B) { benchRun(b, benchL1, s) })
+	}
+}
+
+// BenchmarkL3 runs the cluster's latency-bound workload with 1, 2 and 4
+// workers (in the test process; see BenchmarkL1Cluster).
+func BenchmarkL3(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(string(ClusterStrategy(n)), func(b *testing.B) { benchRun(b, benchL3, ClusterStrategy(n)) })
+	}
+}
+
+// BenchmarkB1 runs the budget test with 1, 2 and 4 workers; it reports
+// the most sessions the servers saw at once.
+func BenchmarkB1(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(string(ClusterStrategy(n)), func(b *testing.B) { benchRun(b, benchB1, ClusterStrategy(n)) })
 	}
 }
 
@@ -65,6 +94,7 @@ func benchRun(b *testing.B, w Workload, s Strategy) {
 	b.ReportMetric(float64(last.DNSQueries), "dns-queries")
 	b.ReportMetric(last.CPU.Seconds(), "cpu-s")
 	b.ReportMetric(float64(last.PeakRSS)/(1<<20), "peak-rss-MiB")
+	b.ReportMetric(float64(last.MaxSessions), "max-sessions")
 	switch {
 	case w.RTT > 0 && isBulk(s):
 		b.ReportMetric(last.Wall.Seconds()/last.Bound.Time.Seconds(), "wall/bound")

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,6 +25,9 @@ func (w *Workload) Flags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&w.MemoryRows, prefix+"memory-rows", w.MemoryRows, "rows bulkverify groups in memory before it spills to disk in "+w.Name+" (0 = no limit)")
 	fs.BoolVar(&w.NoCatchAllCheck, prefix+"no-catch-all-check", w.NoCatchAllCheck, "skip bulkverify's per-domain catch-all check in "+w.Name)
 	fs.IntVar(&w.ChangeEvery, prefix+"change-every", w.ChangeEvery, "a rerun of "+w.Name+" changes every n-th row (20 = 5%)")
+	fs.IntVar(&w.OperatorSessions, prefix+"operator-sessions", w.OperatorSessions, "when > 0, every host of "+w.Name+" is run by one operator that allows this many sessions at once")
+	fs.IntVar(&w.UnitSize, prefix+"unit-size", w.UnitSize, "addresses per cluster unit at most in "+w.Name+" (0 = 2000)")
+	fs.IntVar(&w.UnitsPerWorker, prefix+"units-per-worker", w.UnitsPerWorker, "units a cluster worker probes at once in "+w.Name+" (0 = 4 × max-connections)")
 }
 
 // Describe is a one-line summary of the workload.
@@ -41,6 +45,9 @@ func (w Workload) Describe() string {
 	d := fmt.Sprintf("%s: %d addresses, %d domains, %d MX hosts (Zipf %.2g: busiest host %d domains, %d RCPT), RTT %v, %d connections (%d per host), %d RCPT/transaction, %d RCPT/connection, catch-all every %d domains, memory rows %d",
 		w.Name, w.Addresses, w.Domains, w.Hosts, w.Skew, top, topR, w.RTT, w.MaxConnections, w.MaxConnectionsPerHost,
 		w.RcptPerTransaction, w.RcptPerConnection, w.CatchAllEvery, w.MemoryRows)
+	if w.OperatorSessions > 0 {
+		d += fmt.Sprintf(", every host run by one operator allowing %d sessions at once", w.OperatorSessions)
+	}
 	switch {
 	case w.Rerun:
 		d += fmt.Sprintf(", verdict store; run twice, the second time with every %d-th row changed", w.ChangeEvery)
@@ -223,4 +230,53 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
 	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
+
+// WriteClusterComparison writes what issue 13 asks of the cluster, from
+// the runs present: for each workload run with cluster-N strategies, the
+// throughput of each N against one worker's, and the most sessions the
+// servers saw open at once; on a workload also run by a local bulkverify,
+// how much slower one worker is than the local run. Nothing when there is
+// no cluster run.
+func WriteClusterComparison(out io.Writer, results []Result) error {
+	var b strings.Builder
+	rate := func(r Result) float64 { return float64(r.Rows) / r.Wall.Seconds() }
+	header := false
+	for _, r := range results {
+		if r.Workers == 0 {
+			continue
+		}
+		if !header {
+			b.WriteString("| workload | strategy | workers | wall | addr/s | throughput / 1 worker's | throughput / local bulkverify's | most sessions open at once (servers' count) | operator's session budget | connections | coordinator + NATS CPU | workers' CPU | wrong |\n")
+			b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+			header = true
+		}
+		vsOne, vsLocal, budget := "", "", ""
+		for _, o := range results {
+			if o.Workload != r.Workload || o.Addresses != r.Addresses {
+				continue
+			}
+			switch {
+			case o.Workers == 1:
+				vsOne = fmt.Sprintf("%.2f×", rate(r)/rate(o))
+			case o.Strategy == Bulk:
+				vsLocal = fmt.Sprintf("%.2f× (wall %+.0f%%)", rate(r)/rate(o), 100*(r.Wall.Seconds()/o.Wall.Seconds()-1))
+			}
+		}
+		if r.OperatorSessions > 0 {
+			budget = strconv.Itoa(r.OperatorSessions)
+		}
+		workersCPU := "in-process"
+		if r.WorkersCPU > 0 {
+			workersCPU = fmtDur(r.WorkersCPU)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %.0f | %s | %s | %d | %s | %d | %s | %s | %d |\n", r.Workload, r.Strategy, r.Workers,
+			fmtDur(r.Wall), rate(r), vsOne, vsLocal, r.MaxSessions, budget, r.Connections, fmtDur(r.CPU), workersCPU, r.Wrong)
+	}
+	if !header {
+		return nil
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(out, b.String())
+	return err
 }

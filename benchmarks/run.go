@@ -35,13 +35,16 @@ const (
 	BulkSOCKS Strategy = "bulkverify-socks5"
 )
 
-// ParseStrategy accepts the names above.
+// ParseStrategy accepts the names above, and cluster-N (cluster.go).
 func ParseStrategy(s string) (Strategy, error) {
 	switch st := Strategy(s); st {
 	case Bulk, Naive, BulkSOCKS:
 		return st, nil
 	}
-	return "", fmt.Errorf("benchmarks: unknown strategy %q (want %q, %q or %q)", s, Bulk, Naive, BulkSOCKS)
+	if ClusterWorkers(Strategy(s)) > 0 {
+		return Strategy(s), nil
+	}
+	return "", fmt.Errorf("benchmarks: unknown strategy %q (want %q, %q, %q or cluster-N, N from 1 to %d)", s, Bulk, Naive, BulkSOCKS, maxClusterWorkers)
 }
 
 // isBulk reports whether s is bulkverify's pipeline, directly or through a
@@ -111,6 +114,19 @@ type Result struct {
 	// LeastConnections is the fewest connections bulkverify can make.
 	LeastConnections int `json:"least_connections"`
 
+	// Workers is how many cluster workers probed (cluster-N); 0 = none.
+	Workers int `json:"workers,omitempty"`
+	// WorkersCPU is the CPU time the workers used, in processes of their
+	// own (from their start: idle before the run), in all; 0 when they ran
+	// in this process, where CPU counts them.
+	WorkersCPU time.Duration `json:"workers_cpu_ns,omitempty"`
+	// OperatorSessions is the workload's one operator's session budget
+	// (Workload.OperatorSessions); 0 = none.
+	OperatorSessions int `json:"operator_sessions,omitempty"`
+	// MaxSessions is the most SMTP sessions the world's hosts together had
+	// open at once, as the servers saw them.
+	MaxSessions int `json:"max_sessions"`
+
 	// Verdicts maps each address to "status/reason", when RunOptions.Record.
 	Verdicts map[string]string `json:"-"`
 
@@ -144,6 +160,9 @@ type RunOptions struct {
 	// the world is up and, for a rerun, after the first run): where a CPU
 	// profile of the run alone begins.
 	OnStart func()
+	// StartWorker starts the workers of a cluster strategy; nil = in this
+	// process (InProcessWorker).
+	StartWorker StartWorkerFunc
 }
 
 // Run builds the workload's world in this process, runs one strategy over
@@ -161,7 +180,7 @@ func Run(ctx context.Context, w Workload, s Strategy, opts RunOptions) (Result, 
 		return Result{}, err
 	}
 	defer sim.Close()
-	res, err := RunAgainst(ctx, w, s, InProcess(sim), opts)
+	res, err := RunAgainst(ctx, w, s, InProcess(sim, w), opts)
 	if err != nil {
 		return res, err
 	}
@@ -187,7 +206,7 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		// bulkverify pipelines whole transactions (RSET, MAIL, RCPTs):
 		// its bound is the pipelined one; Lockstep is kept for comparison.
 		Bound: w.LowerBound(Dialogue{Pipelined: true}), Lockstep: w.LowerBound(Dialogue{}), NaiveBound: w.NaiveBound(),
-		LeastConnections: w.LeastConnections(),
+		LeastConnections: w.LeastConnections(), OperatorSessions: w.OperatorSessions,
 	}
 
 	var st *store.Store
@@ -243,6 +262,21 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		return res, fmt.Errorf("benchmarks: world: %w", err)
 	}
 
+	var cl *benchCluster
+	if n := ClusterWorkers(s); n > 0 {
+		// The workers are up before the clock starts, as a cluster's are.
+		var err error
+		if cl, err = startCluster(ctx, w, world, n, opts.StartWorker); err != nil {
+			return res, fmt.Errorf("benchmarks: starting the cluster: %w", err)
+		}
+		defer func() {
+			if cl != nil {
+				cl.close()
+			}
+		}()
+		res.Workers = n
+	}
+
 	runtime.GC()
 	debug.FreeOSMemory()
 	res.PeakReset = resetPeakRSS()
@@ -267,6 +301,10 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 			res.PeakAddresses, res.Spilled = sum.Memory.PeakAddresses, sum.Memory.Spilled
 		case BulkSOCKS:
 			res.ProxyConnections, err = runBulkSOCKS(ctx, w, world, rows, check)
+		case ClusterStrategy(res.Workers):
+			var sum pipeline.Summary
+			sum, err = cl.run(ctx, w, world, rows, check)
+			res.Partitions = sum.Memory.Partitions
 		case Naive:
 			var src *input.Reader
 			if src, err = input.NewReader(rows, input.Options{}); err != nil {
@@ -301,7 +339,15 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 			res.Commands += d
 		}
 	}
+	if cl != nil {
+		if err := cl.close(); err != nil {
+			return res, fmt.Errorf("benchmarks: stopping the cluster: %w", err)
+		}
+		res.WorkersCPU = cl.workersCPU
+		cl = nil
+	}
 	res.WorldCPU, res.WorldPeakRSS = counts.CPU, counts.PeakRSS
+	res.MaxSessions = counts.MaxSessions
 	if check.heapErr != nil {
 		return res, fmt.Errorf("benchmarks: heap profile: %w", check.heapErr)
 	}

@@ -108,3 +108,33 @@ func TestSOCKSStrategy(t *testing.T) {
 		t.Errorf("direct run: %d proxy connections", direct.ProxyConnections)
 	}
 }
+
+// The cluster strategy, its workers in this process, gives every address
+// the verdict the world implies; with every host under one operator, the
+// servers never see more sessions at once than the operator allows,
+// however many workers ask.
+func TestClusterStrategy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a NATS server and workers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	w := smallWorkload()
+	w.UnitSize = 15
+	res, err := Run(ctx, w, ClusterStrategy(2), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != w.Addresses || res.Wrong != 0 || res.Workers != 2 {
+		t.Fatalf("%d rows, %d wrong verdicts, %d workers (want %d, 0, 2): %v", res.Rows, res.Wrong, res.Workers, w.Addresses, res.Mismatches)
+	}
+	w.OperatorSessions = 2
+	w.Name = "smoke-budget"
+	res, err = Run(ctx, w, ClusterStrategy(3), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Wrong != 0 || res.MaxSessions > 2 || res.MaxSessions == 0 {
+		t.Fatalf("%d wrong verdicts, %d sessions at once from 3 workers (want 0, 1 to 2)", res.Wrong, res.MaxSessions)
+	}
+}

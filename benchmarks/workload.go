@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulkverify/bulkverify/mailsim"
+	"github.com/bulkverify/bulkverify/operator"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
 	"github.com/bulkverify/bulkverify/probe"
@@ -45,6 +46,17 @@ type Workload struct {
 	NoCatchAllCheck       bool
 	MemoryRows            int // bulkverify holds about this many rows in memory, partitions the rest on disk; 0 = no limit
 
+	// OperatorSessions, when positive, puts every host under one operator
+	// of the operator table ("bench-operator", hosts *.test) that allows
+	// this many sessions at once from the whole of a run, or of a cluster:
+	// the budget test.
+	OperatorSessions int
+	// UnitSize and UnitsPerWorker shape a cluster run (strategies
+	// cluster-N): addresses per unit at most (0 = 2000) and units a worker
+	// probes at once (0 = 4 × MaxConnections).
+	UnitSize       int
+	UnitsPerWorker int
+
 	// Store runs bulkverify with a verdict store (a new file of its own).
 	Store bool
 	// Rerun (with Store): bulkverify runs twice against the same world and
@@ -63,6 +75,34 @@ func L1() Workload {
 		RTT:            20 * time.Millisecond,
 		MaxConnections: 64, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
 		MemoryRows: defaultMemoryRows,
+	}
+}
+
+// L3 is the cluster's latency-bound workload (issue 13): 10,000 addresses
+// at 1,000 independent hosts (a domain each), 50 ms round trips, and a
+// worker's whole session budget of 8 connections as the binding limit, so
+// that more workers (each with its own budget) go faster, and CPU time
+// stays far below the wall time even with four workers on two cores.
+func L3() Workload {
+	return Workload{
+		Name: "L3", Addresses: 10000, Domains: 1000, Hosts: 1000, Skew: 0, CatchAllEvery: 20, Seed: 3,
+		RTT:            50 * time.Millisecond,
+		MaxConnections: 8, MaxConnectionsPerHost: 2, RcptPerTransaction: 50, RcptPerConnection: 500,
+		MemoryRows: defaultMemoryRows,
+	}
+}
+
+// B1 is the cluster's budget test (issue 13): 8,000 addresses whose 40 MX
+// hosts all belong to one operator that allows 4 sessions at once,
+// however many workers ask; 20 ms round trips. The operator's budget, not
+// a worker's, is the binding limit: more workers must not mean more
+// sessions, nor more speed.
+func B1() Workload {
+	return Workload{
+		Name: "B1", Addresses: 8000, Domains: 80, Hosts: 40, Skew: 0, CatchAllEvery: 20, Seed: 5,
+		RTT:            20 * time.Millisecond,
+		MaxConnections: 64, MaxConnectionsPerHost: 4, RcptPerTransaction: 50, RcptPerConnection: 100,
+		MemoryRows: defaultMemoryRows, OperatorSessions: 4, UnitSize: 200,
 	}
 }
 
@@ -137,6 +177,8 @@ func (w Workload) Validate() error {
 		return bad("memory-rows %d < 0", w.MemoryRows)
 	case w.Rerun && (!w.Store || w.ChangeEvery < 1):
 		return bad("a rerun needs the store and change-every >= 1")
+	case w.OperatorSessions < 0 || w.UnitSize < 0 || w.UnitsPerWorker < 0:
+		return bad("operator sessions, unit size and units per worker must be >= 0")
 	}
 	return nil
 }
@@ -373,5 +415,26 @@ func (w Workload) PipelineConfig(smtpPort int) pipeline.Config {
 		RetryDelay:            0,
 		NoCatchAllCheck:       w.NoCatchAllCheck,
 		MemoryRows:            w.MemoryRows,
+		Operators:             w.operators(),
 	}
+}
+
+// operators is the operator table of the workload: the built-in one, or
+// with OperatorSessions one operator that runs every host.
+func (w Workload) operators() *operator.Table {
+	if w.OperatorSessions <= 0 {
+		return nil
+	}
+	t, err := operator.Parse([]byte(fmt.Sprintf(`operators:
+  - name: bench-operator
+    display: the benchmark's one operator
+    mx: ["*.test"]
+    sessions: %d
+    rcpt_per_second: 0
+    backoff: 1m
+`, w.OperatorSessions)))
+	if err != nil {
+		panic(err) // a table of one well-formed entry
+	}
+	return t
 }

@@ -33,8 +33,11 @@ type Counts struct {
 	Connections int            `json:"connections"`
 	ByVerb      map[string]int `json:"by_verb"` // SMTP commands by verb, verbs of SMTPVerbs that occurred
 	DNSQueries  int            `json:"dns_queries"`
-	CPU         time.Duration  `json:"cpu_ns"`
-	PeakRSS     uint64         `json:"peak_rss"`
+	// MaxSessions is the most SMTP connections open at once to the
+	// world's hosts together since Begin, as the servers saw them.
+	MaxSessions int           `json:"max_sessions"`
+	CPU         time.Duration `json:"cpu_ns"`
+	PeakRSS     uint64        `json:"peak_rss"`
 }
 
 // StartWorld starts the workload's world in this process, with the
@@ -67,15 +70,38 @@ func CountsOf(sim *mailsim.Sim) Counts {
 	return c
 }
 
-// InProcess is the World of a Sim in this process.
-func InProcess(sim *mailsim.Sim) World { return inProcess{sim} }
+// watchAll starts counting the connections open at once to all of the
+// workload's hosts together.
+func watchAll(sim *mailsim.Sim, hosts int) *mailsim.ConcurrencyWatch {
+	names := make([]string, hosts)
+	for k := range names {
+		names[k] = HostName(k)
+	}
+	return sim.WatchConcurrency(names...)
+}
 
-type inProcess struct{ sim *mailsim.Sim }
+// InProcess is the World of a Sim of w in this process.
+func InProcess(sim *mailsim.Sim, w Workload) World { return &inProcess{sim: sim, hosts: w.Hosts} }
 
-func (p inProcess) DNSAddr() string         { return p.sim.DNSAddr() }
-func (p inProcess) SMTPPort() int           { return p.sim.SMTPPort() }
-func (p inProcess) Begin() error            { return nil }
-func (p inProcess) Counts() (Counts, error) { return CountsOf(p.sim), nil }
+type inProcess struct {
+	sim   *mailsim.Sim
+	hosts int
+	watch *mailsim.ConcurrencyWatch
+}
+
+func (p *inProcess) DNSAddr() string { return p.sim.DNSAddr() }
+func (p *inProcess) SMTPPort() int   { return p.sim.SMTPPort() }
+func (p *inProcess) Begin() error {
+	p.watch = watchAll(p.sim, p.hosts)
+	return nil
+}
+func (p *inProcess) Counts() (Counts, error) {
+	c := CountsOf(p.sim)
+	if p.watch != nil {
+		c.MaxSessions = p.watch.Max()
+	}
+	return c, nil
+}
 
 // The line protocol between RemoteWorld (in the process that runs the
 // strategy) and ServeWorld (in the world's process), one JSON value or word
@@ -131,6 +157,7 @@ func ServeWorld(ctx context.Context, w Workload, in io.Reader, out io.Writer) er
 		readErr <- sc.Err()
 	}()
 	var cpu0 time.Duration
+	var watch *mailsim.ConcurrencyWatch
 	for {
 		var line string
 		select {
@@ -147,10 +174,14 @@ func ServeWorld(ctx context.Context, w Workload, in io.Reader, out io.Writer) er
 		case cmdBegin:
 			resetPeakRSS()
 			cpu0 = cpuTime()
+			watch = watchAll(sim, w.Hosts)
 			_, err = io.WriteString(out, replyOK+"\n")
 		case cmdCounts:
 			c := CountsOf(sim)
 			c.CPU, c.PeakRSS = cpuTime()-cpu0, procStatus("VmHWM")
+			if watch != nil {
+				c.MaxSessions = watch.Max()
+			}
 			err = enc.Encode(c)
 		default:
 			err = fmt.Errorf("%w: unknown command %q", ErrProtocol, line)

@@ -58,9 +58,13 @@ type Budget struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	ops     map[string]*leaseOp
-	pauses  map[string]time.Time            // operator -> paused until, from p.OPERATOR
+	mu     sync.Mutex
+	ops    map[string]*leaseOp
+	pauses map[string]time.Time // operator -> paused until, from p.OPERATOR
+	// quiet are the operators whose shared window, as last seen, is full of
+	// sessions that were not pushed back, with no pause: one more such
+	// outcome changes nothing, and is not written.
+	quiet   map[string]bool
 	waiting map[string]map[string]time.Time // operator -> other budgets waiting -> mark time
 
 	lost atomic.Int64
@@ -117,6 +121,7 @@ func (c *Conn) NewBudget(cfg BudgetConfig) (*Budget, error) {
 		c: c, cfg: cfg, id: idSafe(nuid.Next()), renew: ttl / 3,
 		ctx: ctx, cancel: stop,
 		ops: map[string]*leaseOp{}, pauses: map[string]time.Time{}, waiting: map[string]map[string]time.Time{},
+		quiet: map[string]bool{},
 	}
 	pw, err := c.rates.Watch(ctx, "p.>")
 	if err != nil {
@@ -539,6 +544,14 @@ type pushbackState struct {
 // Outcome implements egress.Budget: the outcome joins the operator's
 // shared window, and a pause decided from it holds for every worker.
 func (b *Budget) Outcome(operator string, lim egress.Limits, pushedBack bool) {
+	if !pushedBack {
+		b.mu.Lock()
+		quiet := b.quiet[operator]
+		b.mu.Unlock()
+		if quiet {
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, b.c.cfg.RequestTimeout)
 	defer cancel()
 	for ctx.Err() == nil {
@@ -557,10 +570,17 @@ func (b *Budget) Outcome(operator string, lim egress.Limits, pushedBack bool) {
 		if err == nil {
 			b.mu.Lock()
 			b.pauses[operator] = st.Paused
+			b.quiet[operator] = b.isQuiet(st)
 			b.mu.Unlock()
 			return
 		}
 	}
+}
+
+// isQuiet reports whether st is a full window of sessions none of which
+// was pushed back, with no pause.
+func (b *Budget) isQuiet(st pushbackState) bool {
+	return st.Pushed == 0 && st.Pauses == 0 && len(st.Outcomes) >= b.cfg.PushbackWindow && !b.c.cfg.Now().Before(st.Paused)
 }
 
 func (b *Budget) applyOutcome(st pushbackState, lim egress.Limits, pushedBack bool, now time.Time) pushbackState {
@@ -642,8 +662,10 @@ func (b *Budget) watchPauses(w jetstream.KeyWatcher) {
 			b.mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &st) == nil {
 				b.pauses[op] = st.Paused
+				b.quiet[op] = b.isQuiet(st)
 			} else {
 				delete(b.pauses, op)
+				delete(b.quiet, op)
 			}
 			b.mu.Unlock()
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,16 +49,114 @@ type catchAllEntry struct {
 }
 
 // CatchAll is the cluster's CatchAllShare. Each value has its own claimer
-// id: use one per process. Safe for concurrent use.
+// id: use one per process. Within the process, a domain claimed and not yet
+// answered or abandoned is another caller's claim for a second Claim, which
+// then Waits like a caller on another machine: several units of one domain
+// probed at once by one worker ask the question once, too.
+//
+// A claim held is renewed every ClaimTTL/3 until it is Put or Abandoned
+// (for maxClaimHold at most), so that a claimant whose check waits its turn
+// behind a busy host's queue is not taken for dead; a dead one stops
+// renewing, and its claim goes stale ClaimTTL later. Close gives up the
+// claims still held. Safe for concurrent use.
 type CatchAll struct {
 	c  *Conn
 	id string
+
+	mu   sync.Mutex
+	held map[string]context.CancelFunc // domains claimed by this process, not yet Put or Abandoned: stop renewing
 }
+
+// maxClaimHold bounds how long a claim is renewed: a check that has not
+// come back by then is taken for lost, and its domain left to the next
+// asker once the claim goes stale.
+const maxClaimHold = 10 * time.Minute
 
 var _ CatchAllShare = (*CatchAll)(nil)
 
 // CatchAll returns a CatchAllShare with a claimer id of its own.
-func (c *Conn) CatchAll() *CatchAll { return &CatchAll{c: c, id: idSafe(nuid.Next())} }
+func (c *Conn) CatchAll() *CatchAll {
+	return &CatchAll{c: c, id: idSafe(nuid.Next()), held: map[string]context.CancelFunc{}}
+}
+
+// hold marks domain claimed by this process and starts renewing the claim;
+// false if it already was.
+func (s *CatchAll) hold(domain string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[domain] != nil {
+		return false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.held[domain] = cancel
+	go s.renew(ctx, domain)
+	return true
+}
+
+// unhold stops renewing domain's claim.
+func (s *CatchAll) unhold(domain string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cancel := s.held[domain]; cancel != nil {
+		cancel()
+		delete(s.held, domain)
+	}
+}
+
+// holding reports whether this process holds domain's claim.
+func (s *CatchAll) holding(domain string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[domain] != nil
+}
+
+// renew keeps domain's claim fresh while this process holds it.
+func (s *CatchAll) renew(ctx context.Context, domain string) {
+	every := max(s.c.cfg.ClaimTTL/3, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	key := catchAllKey(domain)
+	for n := time.Duration(0); n*every < maxClaimHold; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var e catchAllEntry
+		rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return
+		case err != nil:
+			continue // NATS away for a moment: the next tick tries again
+		case e.Answer != nil || e.Claimer != s.id:
+			return // answered, or taken over
+		}
+		data, _ := json.Marshal(catchAllEntry{Claimer: s.id, At: s.c.cfg.Now()})
+		rctx, cancel := s.c.request(ctx)
+		_, _ = s.c.catchAll.Update(rctx, key, data, rev)
+		cancel()
+	}
+}
+
+// Close gives up the claims this process still holds (their checks will
+// not be answered here), so that the next asker need not wait for them to
+// go stale.
+func (s *CatchAll) Close() error {
+	s.mu.Lock()
+	var domains []string
+	for d := range s.held {
+		domains = append(domains, d)
+	}
+	s.mu.Unlock()
+	ctx, cancel := s.c.request(context.Background())
+	defer cancel()
+	var errs []error
+	for _, d := range domains {
+		errs = append(errs, s.Abandon(ctx, d))
+	}
+	return errors.Join(errs...)
+}
 
 // Claim implements CatchAllShare.
 func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error) {
@@ -76,8 +175,17 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 		case e.Answer != nil:
 			cancel()
 			return e.Answer, false, nil
-		case e.Claimer == s.id:
+		case e.Claimer == s.id && s.holding(domain):
+			// Another caller of this process is asking.
 			cancel()
+			return nil, false, nil
+		case e.Claimer == s.id:
+			// A claim of ours whose Put or Abandon did not reach the
+			// server: ours again.
+			cancel()
+			if !s.hold(domain) {
+				return nil, false, nil
+			}
 			return nil, true, nil
 		case s.c.cfg.Now().Sub(e.At) < s.c.cfg.ClaimTTL:
 			cancel()
@@ -87,6 +195,11 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 		}
 		cancel()
 		if err == nil {
+			if !s.hold(domain) {
+				// Claimed at the same moment by another caller of this
+				// process, which won: its claim is the one in force.
+				return nil, false, nil
+			}
 			return nil, true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -102,12 +215,14 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 // Put implements CatchAllShare. It is written whoever claims: an answer
 // found is worth keeping even when the claim went stale meanwhile.
 func (s *CatchAll) Put(ctx context.Context, domain string, acceptsAll bool) error {
+	defer s.unhold(domain)
 	return s.c.putJSON(ctx, s.c.catchAll, catchAllKey(domain), catchAllEntry{Answer: &acceptsAll, At: s.c.cfg.Now()})
 }
 
 // Abandon implements CatchAllShare: the claim is deleted if it is still
 // the caller's.
 func (s *CatchAll) Abandon(ctx context.Context, domain string) error {
+	defer s.unhold(domain)
 	key := catchAllKey(domain)
 	var e catchAllEntry
 	rev, err := s.c.getJSON(ctx, s.c.catchAll, key, &e)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -86,7 +87,9 @@ func TestCatchAllAbandonAndStale(t *testing.T) {
 	if _, mine, err := b.Claim(ctx, "d.example"); err != nil || !mine {
 		t.Fatalf("claim after abandon: mine %v, %v", mine, err)
 	}
-	// b dies holding the claim; after ClaimTTL a takes it over.
+	// b dies holding the claim (its renewals stop); after ClaimTTL a takes
+	// it over.
+	b.unhold("d.example")
 	if _, mine, _ := a.Claim(ctx, "d.example"); mine {
 		t.Fatal("claim taken over while fresh")
 	}
@@ -107,5 +110,83 @@ func TestCatchAllAbandonAndStale(t *testing.T) {
 	}
 	if ans, _, err := b.Claim(ctx, "bücher..example"); err != nil || ans == nil || !*ans {
 		t.Fatalf("encoded domain: %v %v", ans, err)
+	}
+}
+
+// Two callers of one process (one CatchAll) claim the same domain: the
+// second waits for the first's answer, as a worker elsewhere would.
+func TestCatchAllOnceWithinAProcess(t *testing.T) {
+	ts := startJetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	share := connect(t, testConfig(ts.URL())).CatchAll()
+	if _, mine, err := share.Claim(ctx, "d.example"); err != nil || !mine {
+		t.Fatalf("first claim: mine %v, %v", mine, err)
+	}
+	if _, mine, err := share.Claim(ctx, "d.example"); err != nil || mine {
+		t.Fatalf("second claim of the same process: mine %v, %v; want another's claim", mine, err)
+	}
+	waited := make(chan *bool, 1)
+	go func() {
+		ans, err := share.Wait(ctx, "d.example")
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- ans
+	}()
+	if err := share.Put(ctx, "d.example", true); err != nil {
+		t.Fatal(err)
+	}
+	if ans := <-waited; ans == nil || !*ans {
+		t.Fatalf("Wait: %v, want true", ans)
+	}
+	// After an Abandon the next caller of the process claims again.
+	if _, mine, _ := share.Claim(ctx, "e.example"); !mine {
+		t.Fatal("claim of e.example")
+	}
+	if err := share.Abandon(ctx, "e.example"); err != nil {
+		t.Fatal(err)
+	}
+	if _, mine, err := share.Claim(ctx, "e.example"); err != nil || !mine {
+		t.Fatalf("claim after Abandon: mine %v, %v", mine, err)
+	}
+}
+
+// A claimant whose check takes longer than ClaimTTL renews its claim: it
+// is not taken over while it lives. Close gives its claims up.
+func TestCatchAllClaimRenewed(t *testing.T) {
+	ts := startJetStream(t)
+	ctx := context.Background()
+	var now atomic.Int64
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now.Store(t0.UnixNano())
+	cfg := testConfig(ts.URL())
+	cfg.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	conn := connect(t, cfg)
+	a, b := conn.CatchAll(), connect(t, cfg).CatchAll()
+	if _, mine, err := a.Claim(ctx, "slow.example"); err != nil || !mine {
+		t.Fatalf("claim: %v %v", mine, err)
+	}
+	mid := t0.Add(cfg.ClaimTTL * 3 / 4)
+	now.Store(mid.UnixNano())
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var e catchAllEntry
+		if _, err := conn.getJSON(ctx, conn.catchAll, catchAllKey("slow.example"), &e); err != nil {
+			return err
+		}
+		if !e.At.Equal(mid) {
+			return fmt.Errorf("claim still dated %v", e.At)
+		}
+		return nil
+	})
+	now.Store(t0.Add(cfg.ClaimTTL * 3 / 2).UnixNano()) // stale for a claim not renewed since t0
+	if _, mine, err := b.Claim(ctx, "slow.example"); err != nil || mine {
+		t.Fatalf("a renewed claim was taken over (mine %v, %v)", mine, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, mine, err := b.Claim(ctx, "slow.example"); err != nil || !mine {
+		t.Fatalf("after Close: mine %v, %v", mine, err)
 	}
 }

@@ -63,6 +63,39 @@ type Coordinator struct {
 // Coordinator returns the coordinator API on c.
 func (c *Conn) Coordinator() *Coordinator { return &Coordinator{c: c} }
 
+// Open returns the job's record, creating it when no Submit or Open has:
+// its Created is when the job first began, the same for a coordinator that
+// starts again, which is what lets it read the verdict cache as it did the
+// first time (VerdictCache.GetBatchAsOf). existed tells a job that was
+// already there (a resumed one).
+func (co *Coordinator) Open(ctx context.Context, job string) (rec JobRecord, existed bool, err error) {
+	if err := checkID("job", job); err != nil {
+		return rec, false, err
+	}
+	c := co.c
+	for {
+		rec, _, err = c.jobRecord(ctx, job)
+		if err != nil || rec.ID != "" {
+			return rec, rec.ID != "", err
+		}
+		rec = JobRecord{ID: job, Created: c.cfg.Now()}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return rec, false, err
+		}
+		rctx, cancel := c.request(ctx)
+		_, err = c.jobs.Create(rctx, jobKey(job), data)
+		cancel()
+		if err == nil {
+			return rec, false, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return rec, false, fmt.Errorf("%w: creating job %s: %v", ErrUnavailable, job, err)
+		}
+		// Created meanwhile by another coordinator: read it.
+	}
+}
+
 // SubmitStats counts what Submit did.
 type SubmitStats struct {
 	Units     int // units of the job
@@ -163,6 +196,11 @@ func (co *Coordinator) Submit(ctx context.Context, job string, units iter.Seq[Un
 		}
 	}
 	if err := settle(); err != nil {
+		return st, err
+	}
+	if err := ctx.Err(); err != nil {
+		// units may have stopped early because ctx ended: what came is
+		// out, but the job is not complete, and must not look it.
 		return st, err
 	}
 	rec.Submitted, rec.Units, rec.Addresses, rec.Updated = true, st.Units, st.Addresses, c.cfg.Now()
@@ -444,11 +482,16 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 			if err := co.take(m, st, opts, fn); err != nil {
 				return err
 			}
-			if len(st.complete) < 256 {
+			last := rec.Submitted && len(st.done)+len(st.complete) >= rec.Units
+			if len(st.complete) < 256 && !last {
 				continue
 			}
 			if err := co.flush(ctx, job, st, opts); err != nil {
 				return err
+			}
+			if last {
+				// The job's last unit: done now, not at the next tick.
+				return co.finish(ctx, job, st)
 			}
 		case <-tick.C:
 			if err := co.flush(ctx, job, st, opts); err != nil {
@@ -483,34 +526,41 @@ func hostSet(rec JobRecord) map[string]bool {
 	return s
 }
 
-// take handles one result message.
+// take handles one result message, a batch of one unit's results.
 func (co *Coordinator) take(m jetstream.Msg, st *collectState, opts CollectOptions, fn func(Result) error) error {
-	r, err := decodeResult(m.Data())
-	if err != nil {
+	msg, err := decodeResult(m.Data())
+	if err != nil || len(msg.Results) == 0 {
 		_ = m.Term() // no coordinator of this version can read it
 		return nil
 	}
-	if st.done[r.Unit] {
-		_ = m.Ack() // a copy of a result of a finished unit
+	unit := msg.Results[0].Unit
+	if st.done[unit] {
+		_ = m.Ack() // a copy of results of a finished unit
 		return nil
 	}
-	u := st.units[r.Unit]
+	u := st.units[unit]
 	if u == nil {
-		u = &unitState{size: r.UnitSize, host: r.Host, keys: make(map[uint64]struct{}, r.UnitSize)}
-		st.units[r.Unit] = u
+		u = &unitState{size: msg.UnitSize, host: msg.Host, keys: make(map[uint64]struct{}, msg.UnitSize)}
+		st.units[unit] = u
 	}
 	u.msgs = append(u.msgs, m)
-	if _, dup := u.keys[r.Key]; dup {
-		return nil
-	}
-	u.keys[r.Key] = struct{}{}
-	if opts.Skip == nil || !opts.Skip(r.Key) {
-		if err := fn(r.Result); err != nil {
-			return err
+	complete := len(u.keys) >= u.size
+	for _, r := range msg.Results {
+		if r.Unit != unit {
+			continue // a batch holds one unit's results
+		}
+		if _, dup := u.keys[r.Key]; dup {
+			continue
+		}
+		u.keys[r.Key] = struct{}{}
+		if opts.Skip == nil || !opts.Skip(r.Key) {
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
 	}
-	if len(u.keys) >= u.size {
-		st.complete = append(st.complete, r.Unit)
+	if !complete && len(u.keys) >= u.size {
+		st.complete = append(st.complete, unit)
 	}
 	return nil
 }
@@ -528,16 +578,13 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 			return fmt.Errorf("cluster: checkpoint: %w", err)
 		}
 	}
+	// The done marks go out together and are waited for together: one
+	// round trip for many units, not one each.
+	if err := retryUnavailable(ctx, func() error { return co.markDone(ctx, job, st) }); err != nil {
+		return err
+	}
 	for _, id := range st.complete {
 		u := st.units[id]
-		mark := struct {
-			Addresses int       `json:"addresses"`
-			Host      string    `json:"host"`
-			At        time.Time `json:"at"`
-		}{u.size, u.host, c.cfg.Now()}
-		if err := retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, doneKey(job, id), mark) }); err != nil {
-			return err
-		}
 		for _, m := range u.msgs {
 			_ = m.Ack()
 		}
@@ -554,6 +601,38 @@ func (co *Coordinator) flush(ctx context.Context, job string, st *collectState, 
 	st.complete = st.complete[:0]
 	st.prog.Updated = c.cfg.Now()
 	return retryUnavailable(ctx, func() error { return c.putJSON(ctx, c.jobs, progressKey(job), st.prog) })
+}
+
+// markDone stores the done marks of the complete units (done.JOB.UNIT).
+func (co *Coordinator) markDone(ctx context.Context, job string, st *collectState) error {
+	c := co.c
+	futures := make([]jetstream.PubAckFuture, 0, len(st.complete))
+	for _, id := range st.complete {
+		u := st.units[id]
+		data, err := json.Marshal(struct {
+			Addresses int       `json:"addresses"`
+			Host      string    `json:"host"`
+			At        time.Time `json:"at"`
+		}{u.size, u.host, c.cfg.Now()})
+		if err != nil {
+			return fmt.Errorf("cluster: done mark of %s: %w", id, err)
+		}
+		f, err := c.js.PublishAsync("$KV."+JobsBucket+"."+doneKey(job, id), data)
+		if err != nil {
+			return fmt.Errorf("%w: done mark of %s: %v", ErrUnavailable, id, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: done mark: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // retryUnavailable calls f until it succeeds, fails for another reason

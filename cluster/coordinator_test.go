@@ -148,3 +148,49 @@ func TestSubmitCollect(t *testing.T) {
 		t.Errorf("Collect after Cleanup: %v, want ErrJobNotFound", err)
 	}
 }
+
+// Open creates a job's record once: a second Open (a coordinator that
+// starts again) finds it, with the time the job began; a Submit whose
+// units stop because its ctx ended does not mark the job submitted.
+func TestOpenAndInterruptedSubmit(t *testing.T) {
+	ts := startJetStream(t)
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cfg := testConfig(ts.URL())
+	cfg.Now = func() time.Time { return now }
+	co := connect(t, cfg).Coordinator()
+	rec, existed, err := co.Open(ctx, "job-1")
+	if err != nil || existed || !rec.Created.Equal(now) {
+		t.Fatalf("first Open: %+v existed=%v %v", rec, existed, err)
+	}
+	now = now.Add(time.Hour)
+	rec, existed, err = co.Open(ctx, "job-1")
+	if err != nil || !existed || !rec.Created.Equal(now.Add(-time.Hour)) {
+		t.Fatalf("second Open: %+v existed=%v %v", rec, existed, err)
+	}
+
+	units := makeUnits("job-1", 3, 2, plainLocal)
+	sctx, cancel := context.WithCancel(ctx)
+	seq := func(yield func(Unit) bool) {
+		for i, u := range units {
+			if i == 1 {
+				cancel() // the coordinator is stopped while cutting
+				return
+			}
+			if !yield(u) {
+				return
+			}
+		}
+	}
+	if _, err := co.Submit(sctx, "job-1", seq); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted Submit: %v, want context.Canceled", err)
+	}
+	rec, _, err = co.Open(ctx, "job-1")
+	if err != nil || rec.Submitted {
+		t.Fatalf("after an interrupted Submit the job is %+v (%v); want not submitted", rec, err)
+	}
+	st, err := co.Submit(ctx, "job-1", slices.Values(units))
+	if err != nil || st.Published != 2 || st.Skipped != 1 {
+		t.Fatalf("Submit again: %+v %v; want the 2 units not yet out published", st, err)
+	}
+}

@@ -1,8 +1,8 @@
 // Package cluster runs bulkverify on many machines over NATS JetStream:
 // a coordinator per job publishes work units to a work-queue stream, any
-// number of workers pull and probe them and publish one result per address,
-// and the coordinator collects the results, each once, across restarts of
-// itself, of workers and of the NATS server. It builds only on JetStream's
+// number of workers pull and probe them and publish one result per address
+// (in batches), and the coordinator collects the results, each once, across
+// restarts of itself, of workers and of the NATS server. It builds only on JetStream's
 // own primitives (streams, durable pull consumers, message-id dedupe, KV
 // buckets with TTLs and compare-and-set); there is no protocol of its own.
 //
@@ -39,9 +39,10 @@
 //     worker probes only the addresses without a stored result. An address
 //     is thus asked again only if a worker died between asking it and
 //     storing its result.
-//   - Results carry a Nats-Msg-Id per job/unit/address, so a result stored
-//     twice within Config.DuplicateWindow is stored once; the coordinator
-//     also drops a key it has seen.
+//   - Results go in batches of one unit's (at most 64, at most 20 ms
+//     after the first), each with a Nats-Msg-Id made of its job, unit and
+//     keys, so a batch published twice within Config.DuplicateWindow is
+//     stored once; the coordinator also drops a key it has seen.
 //   - Collect acknowledges results a whole unit at a time, after the
 //     caller's Checkpoint and after marking the unit done in the jobs
 //     bucket. A Collect that starts again gives again only the results of

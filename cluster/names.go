@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strconv"
 )
@@ -68,13 +70,19 @@ func jobResultSubjects(job string) string   { return subjectPrefix + ".results."
 // the coordinator, which is what lets a restarted one continue.
 func resultsConsumer(job string) string { return "bulkverify-v1-results-" + job }
 
-// unitMsgID and resultMsgID are the Nats-Msg-Id of a unit and of one
-// address's result: JetStream drops a second message with the same id
-// within the stream's duplicate window, so a republished unit or a result
-// published again after a redelivery is stored once.
+// unitMsgID and resultMsgID are the Nats-Msg-Id of a unit and of a batch
+// of its results (named by a hash of their keys): JetStream drops a second
+// message with the same id within the stream's duplicate window, so a
+// republished unit or a batch published again is stored once.
 func unitMsgID(job, unit string) string { return "u/" + job + "/" + unit }
-func resultMsgID(job, unit string, key uint64) string {
-	return "r/" + job + "/" + unit + "/" + strconv.FormatUint(key, 10)
+func resultMsgID(job, unit string, keys []uint64) string {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, k := range keys {
+		binary.LittleEndian.PutUint64(b[:], k)
+		h.Write(b[:])
+	}
+	return "r/" + job + "/" + unit + "/" + strconv.Itoa(len(keys)) + "/" + strconv.FormatUint(h.Sum64(), 36)
 }
 
 // Keys of the buckets.

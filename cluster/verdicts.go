@@ -27,6 +27,8 @@ type Verdict struct {
 	CatchAll     *bool     `json:"catch_all,omitempty"`
 	TLS          *bool     `json:"tls,omitempty"`
 	Provider     string    `json:"provider,omitempty"`
+	Egress       string    `json:"egress,omitempty"` // name of the egress that asked (never credentials)
+	Attempts     int       `json:"attempts,omitempty"`
 	CheckedAt    time.Time `json:"checked_at"`
 	// Expires is when the verdict stops being reused: the caller's
 	// retention for its class (a deliverable verdict lives longer than an
@@ -69,12 +71,24 @@ func (v *VerdictCache) verdictKey(address string) (string, error) {
 // GetBatch returns the verdicts known and not expired of addresses, by
 // address; an address without one is absent from the map.
 func (v *VerdictCache) GetBatch(ctx context.Context, addresses []string) (map[string]Verdict, error) {
+	return v.getBatch(ctx, addresses, v.c.cfg.Now(), false)
+}
+
+// GetBatchAsOf is GetBatch as the cache stood at a moment: verdicts checked
+// after at are left out, and expiry is judged at at. A coordinator that
+// starts again reads the cache as it did the first time (as of its job's
+// creation), so it cuts the input into the same units, although its own
+// results have been added since.
+func (v *VerdictCache) GetBatchAsOf(ctx context.Context, addresses []string, at time.Time) (map[string]Verdict, error) {
+	return v.getBatch(ctx, addresses, at, true)
+}
+
+func (v *VerdictCache) getBatch(ctx context.Context, addresses []string, now time.Time, asOf bool) (map[string]Verdict, error) {
 	out := make(map[string]Verdict, len(addresses))
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 32) // requests in flight
 	var wg sync.WaitGroup
-	now := v.c.cfg.Now()
 	for _, a := range addresses {
 		key, err := v.verdictKey(a)
 		if err != nil {
@@ -93,6 +107,7 @@ func (v *VerdictCache) GetBatch(ctx context.Context, addresses []string) (map[st
 				if firstErr == nil {
 					firstErr = err
 				}
+			case asOf && got.CheckedAt.After(now):
 			case now.Before(got.Expires):
 				out[a] = got
 			}

@@ -56,3 +56,34 @@ func TestVerdictCache(t *testing.T) {
 		t.Fatalf("after forgetting x.example and d@: %+v", got)
 	}
 }
+
+// GetBatchAsOf reads the cache as it stood at a moment: verdicts put later
+// are not there, and expiry is judged at that moment.
+func TestVerdictCacheAsOf(t *testing.T) {
+	ts := startJetStream(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	vc, err := connect(t, testConfig(ts.URL())).Verdicts("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vc.PutBatch(ctx, map[string]Verdict{
+		"old@x.example":   {Status: "deliverable", Reason: "accepted", Attempts: 2, Egress: "127.0.0.5", CheckedAt: t0.Add(-time.Hour), Expires: t0.Add(time.Hour)},
+		"later@x.example": {Status: "deliverable", Reason: "accepted", CheckedAt: t0.Add(time.Minute), Expires: t0.Add(time.Hour)},
+		"gone@x.example":  {Status: "unknown", Reason: "timeout", CheckedAt: t0.Add(-2 * time.Hour), Expires: t0.Add(-time.Minute)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"old@x.example", "later@x.example", "gone@x.example"}
+	got, err := vc.GetBatchAsOf(ctx, all, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got["old@x.example"].Attempts != 2 || got["old@x.example"].Egress != "127.0.0.5" {
+		t.Fatalf("as of t0: %+v; want old@ alone, with its attempts and egress", got)
+	}
+	got, _ = vc.GetBatchAsOf(ctx, all, t0.Add(2*time.Minute))
+	if len(got) != 2 {
+		t.Fatalf("as of t0+2m: %+v; want old@ and later@", got)
+	}
+}

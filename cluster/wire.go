@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,14 +86,27 @@ type Result struct {
 	CheckedAt    time.Time `json:"checked_at"`
 }
 
-// resultMsg is a Result on the wire, with what the collector needs to tell
-// when its unit is complete.
+// resultMsg is results of one unit on the wire, a batch of them (at most
+// maxResultBatch), with what the collector needs to tell when its unit is
+// complete: one message per address would cost the server, the worker and
+// the collector a message's handling (and an acknowledgement) per address.
+// It is encoded in binary (encodeResults): results are the bulk of what a
+// cluster sends, and JSON's reflection cost more CPU than the rest of
+// their way together.
 type resultMsg struct {
-	Version  int    `json:"v"`
-	UnitSize int    `json:"unit_size"` // addresses in the unit
-	Host     string `json:"host"`      // the unit's first MX host, for progress per host
-	Result
+	Version  int
+	UnitSize int    // addresses in the unit
+	Host     string // the unit's first MX host, for progress per host
+	Results  []Result
 }
+
+// Batching of results: a batch goes out when it holds maxResultBatch
+// results or resultBatchDelay after its first, whichever comes first, so
+// that a result waits little and a slow unit's results are not held back.
+const (
+	maxResultBatch   = 64
+	resultBatchDelay = 20 * time.Millisecond
+)
 
 // Errors of the wire and of ids; callers branch on them with errors.Is.
 var (
@@ -153,15 +167,178 @@ func decodeUnit(data []byte) (Unit, error) {
 	return u, nil
 }
 
+// Results on the wire: the byte resultsMagic, then uvarint WireVersion,
+// uvarint unit size, strings host, job and unit, uvarint count, and each
+// result: uvarint key, strings status, reason, uvarint SMTP code, strings
+// enhanced code and message, MX host, a byte catch_all and one tls (0 =
+// not known, 1 = false, 2 = true), strings egress and provider, uvarint
+// attempts, varint checked_at in Unix nanoseconds. A string is a uvarint
+// length and its bytes.
+const resultsMagic = 'R'
+
+// maxResultText bounds each string of a result read from the wire.
+const maxResultText = 4096
+
+func encodeResults(m resultMsg) []byte {
+	b := make([]byte, 0, 64+len(m.Results)*96)
+	b = append(b, resultsMagic)
+	b = binary.AppendUvarint(b, uint64(m.Version))
+	b = binary.AppendUvarint(b, uint64(m.UnitSize))
+	var job, unit string
+	if len(m.Results) > 0 {
+		job, unit = m.Results[0].Job, m.Results[0].Unit
+	}
+	for _, s := range []string{m.Host, job, unit} {
+		b = appendString(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Results)))
+	for _, r := range m.Results {
+		b = binary.AppendUvarint(b, r.Key)
+		b = appendString(b, r.Status)
+		b = appendString(b, r.Reason)
+		b = binary.AppendUvarint(b, uint64(max(r.SMTPCode, 0)))
+		b = appendString(b, r.EnhancedCode)
+		b = appendString(b, r.Message)
+		b = appendString(b, r.MXHost)
+		b = append(b, triByte(r.CatchAll), triByte(r.TLS))
+		b = appendString(b, r.Egress)
+		b = appendString(b, r.Provider)
+		b = binary.AppendUvarint(b, uint64(max(r.Attempts, 0)))
+		var at int64
+		if !r.CheckedAt.IsZero() {
+			at = r.CheckedAt.UnixNano()
+		}
+		b = binary.AppendVarint(b, at)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func triByte(p *bool) byte {
+	switch {
+	case p == nil:
+		return 0
+	case *p:
+		return 2
+	}
+	return 1
+}
+
+func byteTri(c byte) *bool {
+	switch c {
+	case 1:
+		f := false
+		return &f
+	case 2:
+		t := true
+		return &t
+	}
+	return nil
+}
+
+// wireReader reads what encodeResults wrote; the first error sticks.
+type wireReader struct {
+	b   []byte
+	err error
+}
+
+func (r *wireReader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errors.New("bad number")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errors.New("bad number")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = cmpErr(r.err, errors.New("short"))
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *wireReader) str() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > maxResultText || n > uint64(len(r.b)) {
+		r.err = errors.New("bad string")
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func cmpErr(have, next error) error {
+	if have != nil {
+		return have
+	}
+	return next
+}
+
 func decodeResult(data []byte) (resultMsg, error) {
-	var r resultMsg
-	if err := json.Unmarshal(data, &r); err != nil {
-		return resultMsg{}, fmt.Errorf("%w: result: %v", ErrBadUnit, err)
+	if len(data) == 0 || data[0] != resultsMagic {
+		return resultMsg{}, fmt.Errorf("%w: result: not a batch of results", ErrBadUnit)
 	}
-	if r.Version != WireVersion {
-		return resultMsg{}, fmt.Errorf("%w: result version %d", ErrBadVersion, r.Version)
+	r := &wireReader{b: data[1:]}
+	m := resultMsg{Version: int(r.uvarint())}
+	if r.err == nil && m.Version != WireVersion {
+		return resultMsg{}, fmt.Errorf("%w: result version %d", ErrBadVersion, m.Version)
 	}
-	return r, nil
+	m.UnitSize = int(min(r.uvarint(), 1<<31))
+	m.Host = r.str()
+	job, unit := r.str(), r.str()
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) {
+		r.err = errors.New("bad count")
+	}
+	if r.err != nil {
+		return resultMsg{}, fmt.Errorf("%w: result: %v", ErrBadUnit, r.err)
+	}
+	m.Results = make([]Result, 0, n)
+	for range n {
+		res := Result{Job: job, Unit: unit, Key: r.uvarint(), Status: r.str(), Reason: r.str()}
+		res.SMTPCode = int(min(r.uvarint(), 999))
+		res.EnhancedCode, res.Message, res.MXHost = r.str(), r.str(), r.str()
+		res.CatchAll, res.TLS = byteTri(r.byte()), byteTri(r.byte())
+		res.Egress, res.Provider = r.str(), r.str()
+		res.Attempts = int(min(r.uvarint(), 1<<20))
+		if at := r.varint(); at != 0 {
+			res.CheckedAt = time.Unix(0, at).UTC()
+		}
+		if r.err != nil {
+			return resultMsg{}, fmt.Errorf("%w: result: %v", ErrBadUnit, r.err)
+		}
+		m.Results = append(m.Results, res)
+	}
+	return m, nil
 }
 
 // SplitUnit cuts u into units of at most maxAddresses addresses (0 =

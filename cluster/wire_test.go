@@ -3,8 +3,10 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSplitUnit(t *testing.T) {
@@ -61,6 +63,28 @@ func TestUnitCheck(t *testing.T) {
 	}
 }
 
+// A batch of results reads back as it was written.
+func TestResultsRoundTrip(t *testing.T) {
+	yes, no := true, false
+	at := time.Date(2026, 5, 1, 12, 0, 0, 123, time.UTC)
+	in := resultMsg{Version: WireVersion, UnitSize: 7, Host: "mx.example", Results: []Result{
+		{Job: "j1", Unit: "u1", Key: 1, Status: "deliverable", Reason: "accepted", SMTPCode: 250, EnhancedCode: "2.1.5",
+			Message: "OK ünïcode", MXHost: "mx.example", CatchAll: &no, TLS: &yes, Egress: "127.0.0.5", Provider: "google",
+			Attempts: 2, CheckedAt: at},
+		{Job: "j1", Unit: "u1", Key: 1 << 40, Status: "unknown", Reason: "worker_failed"},
+	}}
+	out, err := decodeResult(encodeResults(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip:\n%+v\n%+v", in, out)
+	}
+	if _, err := decodeResult([]byte(`{"v":1}`)); !errors.Is(err, ErrBadUnit) {
+		t.Errorf("JSON read as results: %v", err)
+	}
+}
+
 func TestKeyToken(t *testing.T) {
 	for _, name := range []string{"microsoft", "mx.example.com", "bücher.example", "a..b", ".x", "=x", "a b", "", strings.Repeat("a", 300)} {
 		tok := keyToken(name)
@@ -78,7 +102,9 @@ func FuzzDecode(f *testing.F) {
 	data, _ := encodeUnit(makeUnits("j", 1, 2, plainLocal)[0])
 	f.Add(data)
 	f.Add([]byte(`{"v":1,"job":"j","unit":"u","addresses":[{"k":1,"l":"a","d":"b"}]}`))
-	f.Add([]byte(`{"v":1,"unit_size":2,"k":3,"status":"deliverable"}`))
+	yes := true
+	f.Add(encodeResults(resultMsg{Version: WireVersion, UnitSize: 2, Host: "mx.example", Results: []Result{
+		{Job: "j", Unit: "u", Key: 3, Status: "deliverable", Reason: "accepted", SMTPCode: 250, CatchAll: &yes}}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if u, err := decodeUnit(data); err == nil {
 			if err := u.Check(); err != nil {

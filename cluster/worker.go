@@ -349,18 +349,27 @@ func firstHost(u Unit) string {
 	return ""
 }
 
-// unitPublisher publishes one unit's results as they come, each once, and
-// tells when they are all stored.
+// unitPublisher publishes one unit's results as they come, each once, in
+// batches (see maxResultBatch), and tells when they are all stored.
 type unitPublisher struct {
 	c    *Conn
 	unit Unit
 	size int
 	host string
-	keys map[uint64]bool // the unit's keys: emitted or not
 
 	mu      sync.Mutex
-	futures []jetstream.PubAckFuture
-	pending []*nats.Msg // failed asynchronously: published again in wait
+	keys    map[uint64]bool // the unit's keys: emitted or not
+	batch   []Result        // emitted, not yet published
+	timer   *time.Timer     // publishes batch resultBatchDelay after its first result
+	sent    []sentBatch     // published, not yet confirmed
+	pending []sentBatch     // failed at once: published again in wait
+}
+
+// sentBatch is one published batch: its message and how many results it holds.
+type sentBatch struct {
+	f   jetstream.PubAckFuture // nil when publishing failed at once
+	msg *nats.Msg
+	n   int
 }
 
 func newUnitPublisher(c *Conn, u Unit, size int, host string) *unitPublisher {
@@ -371,7 +380,8 @@ func newUnitPublisher(c *Conn, u Unit, size int, host string) *unitPublisher {
 	return &unitPublisher{c: c, unit: u, size: size, host: host, keys: keys}
 }
 
-// emit publishes r unless its key is not the unit's or was emitted before.
+// emit queues r for publishing unless its key is not the unit's or was
+// emitted before.
 func (p *unitPublisher) emit(r Result) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -384,45 +394,71 @@ func (p *unitPublisher) emit(r Result) {
 	if r.CheckedAt.IsZero() {
 		r.CheckedAt = p.c.cfg.Now()
 	}
-	data, err := json.Marshal(resultMsg{Version: WireVersion, UnitSize: p.size, Host: p.host, Result: r})
-	if err != nil {
-		p.keys[r.Key] = false
+	p.batch = append(p.batch, r)
+	switch {
+	case len(p.batch) >= maxResultBatch:
+		p.publishLocked()
+	case len(p.batch) == 1:
+		p.timer = time.AfterFunc(resultBatchDelay, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.publishLocked()
+		})
+	}
+}
+
+// publishLocked publishes the batch; p.mu is held.
+func (p *unitPublisher) publishLocked() {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	if len(p.batch) == 0 {
 		return
+	}
+	batch := p.batch
+	p.batch = nil
+	data := encodeResults(resultMsg{Version: WireVersion, UnitSize: p.size, Host: p.host, Results: batch})
+	keys := make([]uint64, len(batch))
+	for i, r := range batch {
+		keys[i] = r.Key
 	}
 	m := nats.NewMsg(resultSubject(p.unit.Job, p.unit.ID))
 	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, resultMsgID(p.unit.Job, p.unit.ID, r.Key))
+	m.Header.Set(jetstream.MsgIDHeader, resultMsgID(p.unit.Job, p.unit.ID, keys))
 	f, err := p.c.js.PublishMsgAsync(m)
 	if err != nil {
-		p.pending = append(p.pending, m)
+		p.pending = append(p.pending, sentBatch{msg: m, n: len(batch)})
 		return
 	}
-	p.futures = append(p.futures, f)
+	p.sent = append(p.sent, sentBatch{f: f, msg: m, n: len(batch)})
 }
 
-// wait returns once every emitted result is stored, publishing again those
-// whose first try failed; it returns how many were stored.
+// wait publishes what is left and returns once every emitted result is
+// stored, publishing again those whose first try failed; it returns how
+// many were stored.
 func (p *unitPublisher) wait(ctx context.Context) (int, error) {
 	p.mu.Lock()
-	futures, pending := p.futures, p.pending
-	p.futures, p.pending = nil, nil
+	p.publishLocked()
+	sent, pending := p.sent, p.pending
+	p.sent, p.pending = nil, nil
 	p.mu.Unlock()
 	stored := 0
-	for _, f := range futures {
+	for _, b := range sent {
 		select {
-		case <-f.Ok():
-			stored++
-		case <-f.Err():
-			pending = append(pending, f.Msg())
+		case <-b.f.Ok():
+			stored += b.n
+		case <-b.f.Err():
+			pending = append(pending, b)
 		case <-ctx.Done():
 			return stored, ctx.Err()
 		}
 	}
-	for _, m := range pending {
+	for _, b := range pending {
 		var err error
 		for try := 0; try < 5; try++ {
 			rctx, cancel := p.c.request(ctx)
-			_, err = p.c.js.PublishMsg(rctx, m)
+			_, err = p.c.js.PublishMsg(rctx, b.msg)
 			cancel()
 			if err == nil || ctx.Err() != nil {
 				break
@@ -432,7 +468,7 @@ func (p *unitPublisher) wait(ctx context.Context) (int, error) {
 		if err != nil {
 			return stored, fmt.Errorf("cluster: storing results of unit %s: %w", p.unit.ID, err)
 		}
-		stored++
+		stored += b.n
 	}
 	return stored, nil
 }
@@ -475,8 +511,10 @@ func (c *Conn) unitResultKeys(ctx context.Context, job, unit string) (map[uint64
 		if err != nil {
 			return nil, fmt.Errorf("cluster: results of unit %s: %w", unit, err)
 		}
-		if r, err := decodeResult(m.Data()); err == nil {
-			have[r.Key] = struct{}{}
+		if msg, err := decodeResult(m.Data()); err == nil {
+			for _, r := range msg.Results {
+				have[r.Key] = struct{}{}
+			}
 		}
 		md, err := m.Metadata()
 		if err != nil || md.NumPending == 0 {

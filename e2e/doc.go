@@ -7,6 +7,14 @@
 // CSV output and postfix's own log and queue (whose client addresses tell a
 // proxied session from a direct one).
 //
+// The cluster suite (cluster_test.go) runs bulkverify as a cluster instead:
+// the real nats-server with JetStream embedded in the test process, three
+// "bulkverify worker" processes each sending from its own loopback address,
+// and "bulkverify verify --nats" as the coordinator, against a mailsim world
+// in the test process, whose servers count sessions at once per host and per
+// operator and who asked for which recipient; it kills a worker, the
+// coordinator and the NATS server mid-job.
+//
 // The package holds tests only. They skip, saying why, when nsd, postfix,
 // openssl or microsocks are not installed, when not run as root, or with
 // -short, so that a plain "go test ./..." passes on any machine; .ci/run

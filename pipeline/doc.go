@@ -11,6 +11,14 @@
 // (memory.go says how: partitions on disk, targets that carry their rows,
 // host queues that spill to disk when their host falls behind).
 //
+// The same engine serves a cluster (the cluster package, joined to this one
+// by internal/clusterpipe): a worker keeps one engine up for all the units
+// it probes (UnitProber), and engines of several processes ask a domain's
+// accept-all question once between them (Config.CatchAllShare); the
+// coordinator reads the input as Run does, decides here what needs no mail
+// server and cuts the rest into units by MX host (Distribute, which knows
+// nothing of NATS: a Distributor carries the units and their verdicts).
+//
 // With a verdict store (Config.Store), a fresh stored verdict is written
 // without probing (source "stored"), and what a run learns is written back:
 // verdicts, catch-all answers, and what MX hosts taught about their limits

@@ -63,6 +63,9 @@ type DomainGroup struct {
 	// big for one partition): they share one domainState, one MX lookup and
 	// one catch-all check.
 	split bool
+	// known is what the caller already knows of the domain (a cluster
+	// unit's MX hosts and accept-all answer); nil = nothing.
+	known *UnitDomain
 }
 
 // EngineStats counts what the engine did on the wire.
@@ -109,6 +112,10 @@ type engine struct {
 	// replies caches the reading of replies (classify).
 	replies replyCache
 
+	// sharing counts the goroutines talking to Config.CatchAllShare
+	// (catchallshare.go); end waits for them.
+	sharing sync.WaitGroup
+
 	mu       sync.Mutex                // guards domainState fields, heldBy, shared and the retry timers
 	heldBy   map[*domainState]struct{} // domains with acceptances waiting for their catch-all answer
 	shared   map[string]*domainState   // domains fed in several groups (DomainGroup.split), by name
@@ -131,6 +138,11 @@ type domainState struct {
 	catchAll     *bool
 	checkHost    string    // the MX host that answered the check
 	held         []Verdict // acceptances waiting for the catch-all answer
+	// claimed: this engine holds the domain's claim of Config.CatchAllShare
+	// and shares the answer of its check (or abandons the claim).
+	claimed bool
+	// known is what the caller knew of the domain before (DomainGroup.known).
+	known *UnitDomain
 
 	// refusesAll: an MX host refused the domain's doubtful addresses and
 	// postmaster from the first RCPT of a connection (see giveUpDomain).
@@ -269,6 +281,13 @@ func (e *engine) feedGroup(grp DomainGroup) {
 	} else {
 		dom = &domainState{name: grp.Domain}
 	}
+	if grp.known != nil {
+		e.mu.Lock()
+		if dom.known == nil {
+			dom.known = grp.known
+		}
+		e.mu.Unlock()
+	}
 	targets := make([]*target, 0, len(grp.Addresses)+1)
 	// Targets are allocated in blocks, not one by one, but small ones: a
 	// block stays in memory while any of its targets does.
@@ -316,6 +335,7 @@ func (e *engine) end() EngineStats {
 	e.router.stop()
 	e.stopRetries()
 	e.workers.Wait()
+	e.sharing.Wait()
 	e.releaseHeld()
 	e.spill.close()
 	stats := EngineStats{Connections: int(e.connections.Load()), MXHosts: e.router.hostsUsed(), Hosts: e.router.summaries()}
@@ -351,7 +371,7 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		e.skip(targets)
 		return
 	}
-	mail, err := e.res.LookupMail(ctx, dom.name)
+	mail, err := e.lookupMail(ctx, dom)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // cancelled: leave the addresses undecided rather than misjudge them
@@ -398,27 +418,55 @@ func (e *engine) resolveDomain(ctx context.Context, dom *domainState, targets []
 		// A domain fed in parts keeps the answer its first part got.
 		dom.mail, dom.resolved = mail, true
 	}
-	ask := false
+	ask, share := false, false
 	if !e.cfg.NoCatchAllCheck && !dom.checkAsked {
 		dom.checkAsked = true
-		if stored != nil {
+		switch {
+		case stored != nil:
 			// Answered in an earlier run, recently enough: not asked again.
 			dom.catchAll, dom.checkHost = stored.CatchAll.Bool(), stored.CatchAllMX
-		} else {
+		case dom.known != nil && dom.known.CatchAll != nil:
+			// Answered elsewhere (the cluster's coordinator knew it).
+			dom.catchAll = dom.known.CatchAll
+		case e.cfg.CatchAllShare != nil:
+			dom.probePending = true
+			share = true
+		default:
 			dom.probePending = true
 			ask = true
 		}
 	}
 	e.mu.Unlock()
+	if share {
+		ask = e.claimCatchAll(ctx, dom)
+	}
 	if ask {
 		// First in the queue, so it is asked before (or with) the real
 		// recipients and their acceptances wait little.
-		e.router.expect(1)
-		ca := &target{catchAll: true}
-		newTarget(ca, catchAllAddress(dom.name), "", dom)
-		targets = append([]*target{ca}, targets...)
+		targets = append([]*target{e.catchAllTarget(dom)}, targets...)
 	}
 	e.router.add(targets)
+}
+
+// catchAllTarget makes the domain's catch-all check, counted as one more
+// target of the run.
+func (e *engine) catchAllTarget(dom *domainState) *target {
+	e.router.expect(1)
+	ca := &target{catchAll: true}
+	newTarget(ca, catchAllAddress(dom.name), "", dom)
+	return ca
+}
+
+// lookupMail is the domain's mail exchangers: as the caller gave them, or
+// looked up.
+func (e *engine) lookupMail(ctx context.Context, dom *domainState) (resolve.Mail, error) {
+	e.mu.Lock()
+	known := dom.known
+	e.mu.Unlock()
+	if known != nil && known.Mail != nil && len(known.Mail.Hosts) > 0 {
+		return *known.Mail, nil
+	}
+	return e.res.LookupMail(ctx, dom.name)
 }
 
 // skip finishes addresses nothing may be asked of (do-not-probe).
@@ -606,10 +654,11 @@ func (e *engine) emit(t *target, v Verdict) {
 	v.rows, t.rows = t.rows, rowRefs{} // the verdict carries the rows to the writer
 	dom := t.dom
 	var release []Verdict
-	settled := false
+	settled, claimed := false, false
 	e.mu.Lock()
 	switch {
 	case t.catchAll:
+		claimed, dom.claimed = dom.claimed, false
 		dom.probePending = false
 		// Only a server's answer to the made-up address settles the
 		// question; a verdict from DNS or a failed connection does not.
@@ -636,7 +685,17 @@ func (e *engine) emit(t *target, v Verdict) {
 	if settled && e.know != nil {
 		e.know.putCatchAll(dom.name, *catchAll, checkHost, v.At)
 	}
+	if claimed {
+		e.shareAnswer(dom.name, catchAll, settled)
+	}
+	e.release(release, catchAll, checkHost)
+	e.router.done()
+}
 
+// release sends verdicts whose domain's catch-all question is settled (or
+// will not be) on, judged by its answer: an acceptance by a domain that
+// accepts everything proves nothing.
+func (e *engine) release(release []Verdict, catchAll *bool, checkHost string) {
 	for _, r := range release {
 		r.CatchAll = catchAll
 		if checkHost != "" && r.MXHost != checkHost {
@@ -659,7 +718,6 @@ func (e *engine) emit(t *target, v Verdict) {
 		}
 		e.out <- e.finish(r)
 	}
-	e.router.done()
 }
 
 // finish adds to a verdict what is known of its address and host without
@@ -686,10 +744,8 @@ func (e *engine) finish(v Verdict) Verdict {
 	if e.cfg.Signals != nil {
 		v.Signals = e.cfg.Signals.Of(v.Addr.Local, v.Addr.Domain, hasMailHost(v.Reason))
 	}
-	accepted := v.Status == output.StatusDeliverable ||
-		(v.Status == output.StatusRisky && (v.Reason == ReasonAcceptAll || v.Reason == ReasonUncheckedMX))
 	switch {
-	case !accepted:
+	case !accepted(v.Status, v.Reason):
 	case v.Signals.TypoKnown:
 		// Named first: typosquatters' domains accept everything, and the
 		// typo is what the user must hear about.
@@ -701,6 +757,13 @@ func (e *engine) finish(v Verdict) Verdict {
 		h.countVerdict(v.Status)
 	}
 	return v
+}
+
+// accepted reports whether a verdict is an acceptance by the server, which
+// what is known of the domain may still make doubtful.
+func accepted(status, reason string) bool {
+	return status == output.StatusDeliverable ||
+		(status == output.StatusRisky && (reason == ReasonAcceptAll || reason == ReasonUncheckedMX))
 }
 
 // hasMailHost reports whether a verdict's reason leaves the domain a mail

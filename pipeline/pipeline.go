@@ -54,6 +54,12 @@ type Config struct {
 	// Budget hands out each operator's sessions and RCPT rate; nil = a
 	// LocalBudget of this run. A cluster passes one its workers share.
 	Budget egress.Budget
+	// CatchAllShare, when set, asks each domain's accept-all question once
+	// among every engine that shares it (a cluster's workers): a domain
+	// another engine is checking waits for its answer, held acceptances
+	// included, instead of asking again (catchallshare.go). nil = each run
+	// asks for itself.
+	CatchAllShare CatchAllShare
 	// Egress is where connections leave from (source addresses, SOCKS5
 	// proxies) and who refused which; nil = Probe.Dial from the system's
 	// address.

@@ -64,8 +64,21 @@ func (w *writer) run(verdicts <-chan Verdict, ready <-chan []readyRow) error {
 
 // verdict writes a verdict of the engine.
 func (w *writer) verdict(v Verdict) {
+	res := verdictResult(v, v.text)
+	n := v.rows.count()
+	if n > 0 {
+		w.rows(v.rows, res)
+		w.mem.add(-1)
+	}
+	if w.store.ok() && v.Reason != verdict.ReasonSkipped {
+		w.store.put(v)
+	}
+}
+
+// verdictResult is the output row of a verdict about email.
+func verdictResult(v Verdict, email string) output.Result {
 	res := output.Result{
-		Email:          v.text,
+		Email:          email,
 		Status:         v.Status,
 		Reason:         v.Reason,
 		MXHost:         v.MXHost,
@@ -86,14 +99,7 @@ func (w *writer) verdict(v Verdict) {
 		res.EnhancedCode = v.Reply.Enhanced
 		res.SMTPMessage = v.Reply.Text()
 	}
-	n := v.rows.count()
-	if n > 0 {
-		w.rows(v.rows, res)
-		w.mem.add(-1)
-	}
-	if w.store.ok() && v.Reason != verdict.ReasonSkipped {
-		w.store.put(v)
-	}
+	return res
 }
 
 // rows writes res for each row of refs.

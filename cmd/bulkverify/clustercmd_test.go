@@ -94,10 +94,9 @@ func TestWorkerCommandArguments(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), tc.code, tc.msg)
 		}
 	}
-	// Until the pipeline's Prober is wired in, a worker says so and stops.
+	// A worker needs no sandbox: its coordinator resolved the world.
 	var out, errOut bytes.Buffer
-	url := startNATS(t)
-	if code := run(ctx, []string{"worker", "--nats", url}, nil, &out, &errOut); code != exitFatal || !strings.Contains(errOut.String(), "no unit prober") {
-		t.Errorf("worker: exit %d, stderr %q", code, errOut.String())
+	if code := run(ctx, []string{"worker", "--nats", "nats://127.0.0.1:1", "--sandbox"}, nil, &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "--sandbox is for one process") {
+		t.Errorf("worker --sandbox: exit %d, stderr %q", code, errOut.String())
 	}
 }

@@ -111,7 +111,11 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs, rf := newRunFlagSet("verify", "bulkverify verify [flags] INPUT.csv", stderr)
+	natsURL := fs.String("nats", "", "coordinate a cluster job: workers on NATS JetStream at `URL` do the probing (see \"bulkverify worker\"; default: probe here)")
 	return runFile(ctx, fs, rf, args, stdin, stdout, stderr, func(ctx context.Context, cfg configs.Config) job {
+		if *natsURL != "" {
+			return clusterVerifyJob(cfg, rf, *natsURL, stderr)
+		}
 		return job{
 			input:   input.Options{Column: cfg.Input.Column},
 			command: "verify",
@@ -140,6 +144,13 @@ type job struct {
 	run     func(ctx context.Context, pcfg pipeline.Config, res *resolve.Resolver, src *input.Reader, stdout io.Writer, tick func(report.Row)) (pipeline.Summary, error)
 	command string // "verify" or "find", for the report
 	err     error  // a problem found while preparing the job (e.g. a bad patterns file)
+	// wrapInput, when set, wraps the input as it is read (verify --nats
+	// hashes it to name its job).
+	wrapInput func(io.Reader) io.Reader
+	// prepare, when set, may change the config after the resolver is made
+	// and before the run is prepared (verify --nats: its own preflight, no
+	// local store).
+	prepare func(ctx context.Context, cfg *configs.Config, res *resolve.Resolver, stderr io.Writer) error
 }
 
 // runFile parses the flags and runs the job that makeJob builds over the one
@@ -186,6 +197,9 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 		return usageError{err}
 	}
 	defer closeIn()
+	if j.wrapInput != nil {
+		in = j.wrapInput(in)
+	}
 	src, err := input.NewReader(in, j.input)
 	if err != nil {
 		return usageError{fmt.Errorf("%s: %w", inPath, err)}
@@ -194,6 +208,11 @@ func runJob(ctx context.Context, rf *runFlags, fs *flag.FlagSet, inPath string, 
 	res, err := newResolver(cfg)
 	if err != nil {
 		return err
+	}
+	if j.prepare != nil {
+		if err := j.prepare(ctx, &cfg, res, stderr); err != nil {
+			return err
+		}
 	}
 
 	if rf.resume && rf.output == "-" {

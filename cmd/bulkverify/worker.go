@@ -11,18 +11,36 @@ import (
 	"github.com/bulkverify/bulkverify/cluster"
 	"github.com/bulkverify/bulkverify/configs"
 	"github.com/bulkverify/bulkverify/egress"
+	"github.com/bulkverify/bulkverify/internal/clusterpipe"
+	"github.com/bulkverify/bulkverify/pipeline"
 )
 
-// errNoProber: the engine that probes a unit is not wired into the worker
-// yet (see newUnitProber).
-var errNoProber = errors.New("this build has no unit prober wired in (cluster.Prober from the pipeline package)")
+// unitProber is the engine a worker probes its units with: one
+// pipeline.UnitProber for the whole process, the same engine verify uses,
+// given the cluster's budget and accept-all share instead of a run's own,
+// with the egress pool it sends from.
+type unitProber struct {
+	*clusterpipe.Prober
+	pool *egress.Pool
+}
 
-// newUnitProber returns the engine a worker probes its units with: the
-// same one verify uses, given the cluster's budget and accept-all share
-// instead of a local one. INTEGRATION POINT: the pipeline package's
-// cluster.Prober is wired here.
-func newUnitProber(ctx context.Context, cfg configs.Config, budget egress.Budget, share cluster.CatchAllShare) (cluster.Prober, error) {
-	return nil, errNoProber
+// newUnitProber builds the worker's engine from the config: its egress
+// pool (--source-ip, --proxy), operator table, do-not-probe list, breakers
+// and preflight, as verify's (prepareRun), with the cluster's budget and
+// accept-all share. ctx bounds the engine's life.
+func newUnitProber(ctx context.Context, cfg configs.Config, budget egress.Budget, share pipeline.CatchAllShare, stderr io.Writer) (*unitProber, error) {
+	res, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pcfg := pipelineConfig(cfg)
+	rt, err := prepareRun(ctx, cfg, &pcfg, res, stderr)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.Budget = budget
+	pcfg.CatchAllShare = share
+	return &unitProber{Prober: &clusterpipe.Prober{Engine: pipeline.NewUnitProber(ctx, pcfg, res)}, pool: rt.pool}, nil
 }
 
 // clusterConfig is the cluster package's Config from the config file, with
@@ -44,6 +62,11 @@ func clusterConfig(cfg configs.Config, natsURL string) (cluster.Config, error) {
 		LeaseTTL:     cc.LeaseTTL,
 		HeartbeatTTL: cc.HeartbeatTTL,
 		CatchAllTTL:  cc.CatchAllTTL,
+		// A domain's accept-all claim is given up for dead as soon as a
+		// worker is: the others wait no longer for a killed claimant's
+		// answer than the cluster takes to notice it is gone. A live
+		// claimant slower than that costs one more check, no more.
+		ClaimTTL: cc.HeartbeatTTL,
 	}, nil
 }
 
@@ -51,6 +74,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sf := addSharedFlags(fs)
+	addPreflightFlag(fs, sf)
 	natsURL := fs.String("nats", "", "NATS server `URL` with JetStream, e.g. nats://nats:4222 (default cluster.nats_url)")
 	id := fs.String("id", "", "worker `name` in cluster status (default host-pid-random)")
 	units := fs.Int("units", 0, "units probed at once (default cluster.units_per_worker)")
@@ -89,6 +113,13 @@ func worker(ctx context.Context, sf *sharedFlags, fs *flag.FlagSet, natsURL, id 
 	if err != nil {
 		return err
 	}
+	if sf.sandbox {
+		// Each process would simulate a world of its own.
+		return usageError{errors.New("--sandbox is for one process; a worker probes what its coordinator resolved")}
+	}
+	if _, err := sf.prepare(ctx, &cfg, stderr); err != nil { // the HELO name
+		return err
+	}
 	ccfg, err := clusterConfig(cfg, natsURL)
 	if err != nil {
 		return err
@@ -106,18 +137,38 @@ func worker(ctx context.Context, sf *sharedFlags, fs *flag.FlagSet, natsURL, id 
 		return err
 	}
 	defer budget.Close()
-	prober, err := newUnitProber(ctx, cfg, budget, conn.CatchAll())
+	// The engine stops with the worker, or on its own when a breaker trips.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	share := conn.CatchAll()
+	defer share.Close() // the accept-all checks this worker will not answer
+	prober, err := newUnitProber(wctx, cfg, budget, share, stderr)
 	if err != nil {
 		return err
 	}
+	var fatal error
+	prober.OnTripped = func(err error) {
+		fatal = err
+		stop()
+	}
 	w, err := conn.NewWorker(cluster.WorkerConfig{ID: id, Prober: prober, Units: units, Egress: egressNames(cfg)})
 	if err != nil {
+		prober.Engine.Close()
 		return usageError{err}
 	}
 	fmt.Fprintf(stderr, "bulkverify worker %s: pulling units, %d at once\n", w.ID(), units)
-	err = w.Run(ctx)
+	err = w.Run(wctx)
+	stop()
+	es := prober.Engine.Close()
 	st := w.Stats()
-	fmt.Fprintf(stderr, "bulkverify worker %s: stopped: %d units done, %d results, %d units given back\n", w.ID(), st.Units, st.Results, st.GivenBack)
+	fmt.Fprintf(stderr, "bulkverify worker %s: stopped: %d units done, %d results, %d units given back, %d SMTP connections\n",
+		w.ID(), st.Units, st.Results, st.GivenBack, es.Connections)
+	for _, r := range prober.pool.Refusals() {
+		fmt.Fprintf(stderr, "  REFUSED: %s refused egress %s (%s)\n", r.Operator, r.Egress, r.Reason)
+	}
+	if err == nil && fatal != nil {
+		return fmt.Errorf("stopped taking units: %w", fatal)
+	}
 	return err
 }
 

@@ -57,11 +57,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	l1, c1, c2 := benchmarks.L1(), benchmarks.C1(), benchmarks.C2()
+	l3, b1 := benchmarks.L3(), benchmarks.B1()
 	l1.Flags(fs, "l1.")
 	c1.Flags(fs, "c1.")
 	c2.Flags(fs, "c2.")
-	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated: L1, C1, C1-store (C1 with the verdict store), C1-rerun (C1 twice on one store, 5% of rows changed the second time), C2 (10M rows)")
-	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1: bulkverify, naive, bulkverify-socks5 (through an in-process SOCKS5 proxy)")
+	l3.Flags(fs, "l3.")
+	b1.Flags(fs, "b1.")
+	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated: L1, C1, C1-store (C1 with the verdict store), C1-rerun (C1 twice on one store, 5% of rows changed the second time), C2 (10M rows), L3 and B1 (the cluster's: 1, 2, 4 workers)")
+	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1: bulkverify, naive, bulkverify-socks5 (through an in-process SOCKS5 proxy), cluster-N (N workers on NATS JetStream)")
+	l3Strategies := fs.String("l3.strategies", "cluster-1,cluster-2,cluster-4", "strategies run on L3")
+	b1Strategies := fs.String("b1.strategies", "cluster-1,cluster-2,cluster-4", "strategies run on B1")
 	c1Strategies := fs.String("c1.strategies", "bulkverify", "strategies run on C1")
 	c1Sweep := fs.String("c1.sweep", "100000", "more C1 sizes (addresses, comma-separated) run with bulkverify, for RSS per row; \"\" = none")
 	inprocess := fs.Bool("inprocess", false, "run in this process instead of one child process per run")
@@ -70,9 +75,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jsonPath := fs.String("json", "", "file to write the results to as JSON as well")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up after this long")
 	count := fs.Int("count", 1, "run each job this many times and report the median by wall time")
+	interleave := fs.Bool("interleave", false, "with -count: run every job once, then every job again, ... (a machine whose load drifts then slows the jobs compared alike)")
 	worldProcess := fs.Bool("world-process", false, "run the simulated world in a process of its own (CPU and RSS then split between the two)")
 	child := fs.String("child", "", "internal: run this job (JSON) and print its result as JSON")
 	serve := fs.String("serve", "", "internal: serve this workload's world (JSON) on stdin/stdout")
+	clusterWorker := fs.String("cluster-worker", "", "internal: run a cluster worker (JSON spec) until stdin ends")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -91,6 +98,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if *clusterWorker != "" {
+		if err := runClusterWorker(ctx, *clusterWorker); err != nil {
+			fmt.Fprintln(stderr, "bench: cluster worker:", err)
+			return 1
+		}
+		return 0
+	}
 	if *child != "" {
 		if err := runChild(ctx, *child, stdout); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -99,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	jobs, err := plan(*workloads, l1, c1, c2, *l1Strategies, *c1Strategies, *c1Sweep)
+	jobs, err := plan(*workloads, l1, c1, c2, l3, b1, *l1Strategies, *c1Strategies, *c1Sweep, *l3Strategies, *b1Strategies)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 2
@@ -113,8 +127,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	var results []benchmarks.Result
 	failed := false
+	runs := make([][]benchmarks.Result, len(jobs))
+	runOne := func(i int) error {
+		j := &jobs[i]
+		var res benchmarks.Result
+		var err error
+		if *inprocess {
+			res, err = runJob(ctx, *j)
+		} else {
+			res, err = spawn(ctx, *j, stderr)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "bench:   %s/%s: %v wall, %d connections, %d wrong verdicts\n", j.Workload.Name, j.Strategy,
+			res.Wall.Round(time.Millisecond), res.Connections, res.Wrong)
+		if res.Wrong > 0 {
+			fmt.Fprintf(stderr, "bench: %s/%s gave %d wrong verdicts, e.g. %v\n", res.Workload, res.Strategy, res.Wrong, res.Mismatches)
+			failed = true
+		}
+		runs[i] = append(runs[i], res)
+		return nil
+	}
 	for i := range jobs {
 		j := &jobs[i]
 		j.WorldProcess = *worldProcess
@@ -125,30 +160,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if *memDir != "" {
 			j.MemProfile = filepath.Join(*memDir, name+".heap.pprof")
 		}
-		fmt.Fprintf(stderr, "bench: %s with %s ...\n", j.Workload.Describe(), j.Strategy)
-		var runs []benchmarks.Result
+		fmt.Fprintf(stderr, "bench: %s with %s\n", j.Workload.Describe(), j.Strategy)
+	}
+	// Every job's n-th run before any job's (n+1)-th, with -interleave: a
+	// machine whose load drifts (shared with others) then slows the jobs
+	// compared alike, and their ratios stand.
+	if *interleave {
 		for range max(*count, 1) {
-			var res benchmarks.Result
-			if *inprocess {
-				res, err = runJob(ctx, *j)
-			} else {
-				res, err = spawn(ctx, *j, stderr)
+			for i := range jobs {
+				if err := runOne(i); err != nil {
+					fmt.Fprintln(stderr, "bench:", err)
+					return 1
+				}
 			}
-			if err != nil {
-				fmt.Fprintln(stderr, "bench:", err)
-				return 1
-			}
-			fmt.Fprintf(stderr, "bench:   %v wall, %d connections, %d wrong verdicts\n", res.Wall.Round(time.Millisecond), res.Connections, res.Wrong)
-			if res.Wrong > 0 {
-				fmt.Fprintf(stderr, "bench: %s/%s gave %d wrong verdicts, e.g. %v\n", res.Workload, res.Strategy, res.Wrong, res.Mismatches)
-				failed = true
-			}
-			runs = append(runs, res)
 		}
-		if len(runs) == 1 {
-			results = append(results, runs[0])
+	} else {
+		for i := range jobs {
+			for range max(*count, 1) {
+				if err := runOne(i); err != nil {
+					fmt.Fprintln(stderr, "bench:", err)
+					return 1
+				}
+			}
+		}
+	}
+	var results []benchmarks.Result
+	for _, rs := range runs {
+		if len(rs) == 1 {
+			results = append(results, rs[0])
 		} else {
-			results = append(results, benchmarks.Median(runs))
+			results = append(results, benchmarks.Median(rs))
 		}
 	}
 
@@ -171,6 +212,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	writeMarginal(&b, results)
 	b.WriteString("\n")
 	_ = benchmarks.WriteStoreAndMemory(&b, results)
+	_ = benchmarks.WriteClusterComparison(&b, results)
 	fmt.Fprint(stdout, b.String())
 
 	if *jsonPath != "" {
@@ -191,7 +233,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // plan lists the runs: each selected workload with its strategies, then the
 // C1 sweep sizes.
-func plan(workloads string, l1, c1, c2 benchmarks.Workload, l1s, c1s, sweep string) ([]job, error) {
+func plan(workloads string, l1, c1, c2, l3, b1 benchmarks.Workload, l1s, c1s, sweep, l3s, b1s string) ([]job, error) {
 	var jobs []job
 	add := func(w benchmarks.Workload, strategies string) error {
 		if err := w.Validate(); err != nil {
@@ -249,8 +291,16 @@ func plan(workloads string, l1, c1, c2 benchmarks.Workload, l1s, c1s, sweep stri
 			if err := add(c2, string(benchmarks.Bulk)); err != nil {
 				return nil, err
 			}
+		case "L3":
+			if err := add(l3, l3s); err != nil {
+				return nil, err
+			}
+		case "B1":
+			if err := add(b1, b1s); err != nil {
+				return nil, err
+			}
 		default:
-			return nil, fmt.Errorf("unknown workload %q (want L1, C1, C1-store, C1-rerun or C2)", name)
+			return nil, fmt.Errorf("unknown workload %q (want L1, C1, C1-store, C1-rerun, C2, L3 or B1)", name)
 		}
 	}
 	if len(jobs) == 0 {
@@ -305,9 +355,10 @@ func runChild(ctx context.Context, spec string, stdout io.Writer) error {
 	return json.NewEncoder(stdout).Encode(res)
 }
 
-// runJob runs j in this process, with profiles if asked.
+// runJob runs j in this process, with profiles if asked; a cluster's
+// workers run in processes of their own (this binary, -cluster-worker).
 func runJob(ctx context.Context, j job) (benchmarks.Result, error) {
-	var opts benchmarks.RunOptions
+	opts := benchmarks.RunOptions{StartWorker: spawnWorker}
 	if j.MemProfile != "" {
 		f, err := os.Create(j.MemProfile)
 		if err != nil {
@@ -421,4 +472,58 @@ func writeMarginal(b *strings.Builder, results []benchmarks.Result) {
 				float64(lo.PeakRSS)/(1<<20), float64(hi.PeakRSS)/(1<<20), per)
 		}
 	}
+}
+
+// spawnWorker starts a cluster worker in a process of its own: this binary
+// with -cluster-worker. It stops when its stdin is closed.
+func spawnWorker(ctx context.Context, spec benchmarks.WorkerSpec) (func() (time.Duration, error), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-cluster-worker", string(data))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() (time.Duration, error) {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			var cpu time.Duration
+			if cmd.ProcessState != nil {
+				cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			}
+			return cpu, err
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			return 0, fmt.Errorf("worker %s did not stop within 60s", spec.ID)
+		}
+	}, nil
+}
+
+// runClusterWorker serves one cluster worker until its stdin ends (its
+// parent closed it, or died).
+func runClusterWorker(ctx context.Context, specJSON string) error {
+	var spec benchmarks.WorkerSpec
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+		return fmt.Errorf("bad worker spec: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	return benchmarks.ServeClusterWorker(ctx, spec)
 }

@@ -37,6 +37,9 @@ func TestPlan(t *testing.T) {
 			want: []string{"C1/500/bulkverify", "C1/1000000/bulkverify"}},
 		{name: "store and memory", workloads: "C1,C1-store,C1-rerun,C2", c1s: "bulkverify", sweep: "",
 			want: []string{"C1/1000000/bulkverify", "C1-store/1000000/bulkverify", "C1-rerun/1000000/bulkverify", "C2/10000000/bulkverify"}},
+		{name: "cluster", workloads: "L1,L3,B1", l1s: "bulkverify,cluster-1",
+			want: []string{"L1/20000/bulkverify", "L1/20000/cluster-1", "L3/10000/cluster-1", "L3/10000/cluster-2", "L3/10000/cluster-4", "B1/8000/cluster-1", "B1/8000/cluster-4"}},
+		{name: "bad cluster size", workloads: "L1", l1s: "cluster-0", wantErr: true},
 		{name: "unknown workload", workloads: "X9", wantErr: true},
 		{name: "unknown strategy", workloads: "L1", l1s: "fast", wantErr: true},
 		{name: "bad sweep", workloads: "C1", c1s: "bulkverify", sweep: "many", wantErr: true},
@@ -44,7 +47,8 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			jobs, err := plan(tt.workloads, l1, c1, benchmarks.C2(), tt.l1s, tt.c1s, tt.sweep)
+			jobs, err := plan(tt.workloads, l1, c1, benchmarks.C2(), benchmarks.L3(), benchmarks.B1(), tt.l1s, tt.c1s, tt.sweep,
+				"cluster-1,cluster-2,cluster-4", "cluster-1,cluster-4")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("plan error %v, want error %v", err, tt.wantErr)
 			}
