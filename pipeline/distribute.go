@@ -149,6 +149,7 @@ func Distribute(ctx context.Context, cfg Config, d Distribution, res *resolve.Re
 		err = ferr
 	}
 	sum.MXHosts = len(r.w.mx)
+	sum.Distributed = true
 	sum.Duration = time.Since(start)
 	if r.w.cacheErr != nil {
 		sum.StoreError = r.w.cacheErr.Error()

@@ -204,14 +204,17 @@ func (d DoNotProbe) domain(name string) bool {
 
 // Summary counts what one run did.
 type Summary struct {
-	Rows        int            `json:"rows"`        // rows read this run
-	Skipped     int            `json:"skipped"`     // rows left out because an earlier run decided them
-	Probed      int            `json:"probed"`      // rows decided by this run (probed, looked up, or judged by their syntax)
-	Stored      int            `json:"stored"`      // rows answered from the store without probing
-	Addresses   int            `json:"addresses"`   // distinct addresses probed or judged
-	Domains     int            `json:"domains"`     // distinct domains
-	MXHosts     int            `json:"mx_hosts"`    // hosts at least one connection was established to
-	Connections int            `json:"connections"` // SMTP sessions established
+	Rows        int `json:"rows"`        // rows read this run
+	Skipped     int `json:"skipped"`     // rows left out because an earlier run decided them
+	Probed      int `json:"probed"`      // rows decided by this run (probed, looked up, or judged by their syntax)
+	Stored      int `json:"stored"`      // rows answered from the store without probing
+	Addresses   int `json:"addresses"`   // distinct addresses probed or judged
+	Domains     int `json:"domains"`     // distinct domains
+	MXHosts     int `json:"mx_hosts"`    // hosts at least one connection was established to
+	Connections int `json:"connections"` // SMTP sessions established
+	// Distributed: the probing was done by a cluster's workers (Distribute),
+	// which hold the connection counts, not this process.
+	Distributed bool           `json:"distributed,omitempty"`
 	ByStatus    map[string]int `json:"by_status"`
 	ByReason    map[string]int `json:"by_reason"`
 	Duration    time.Duration  `json:"duration_ns"`

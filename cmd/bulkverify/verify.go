@@ -418,8 +418,12 @@ func printSummary(w io.Writer, s pipeline.Summary) {
 	if s.Rows == 0 && len(s.ByStatus) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "%d rows, %d addresses, %d domains, %d MX hosts, %d SMTP connections, %s\n",
-		s.Rows, s.Addresses, s.Domains, s.MXHosts, s.Connections, s.Duration.Round(time.Millisecond))
+	conns := fmt.Sprintf("%d SMTP connections", s.Connections)
+	if s.Distributed {
+		conns = "probed by the cluster's workers (bulkverify cluster status)"
+	}
+	fmt.Fprintf(w, "%d rows, %d addresses, %d domains, %d MX hosts, %s, %s\n",
+		s.Rows, s.Addresses, s.Domains, s.MXHosts, conns, s.Duration.Round(time.Millisecond))
 	if s.Stored > 0 {
 		fmt.Fprintf(w, "  %s decided now, %d reused from the verdict store (source=stored)\n", plural(s.Probed, "row"), s.Stored)
 	}
