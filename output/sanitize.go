@@ -69,11 +69,26 @@ func alreadyClean(s string, max int) bool {
 	case '=', '+', '-', '@':
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < ' ' || c > '~' || (c == ' ' && s[i+1] == ' ') {
+	// 8 bytes at a time (ascii.go), then the rest.
+	prevSpace := false // the byte before i is a space
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := word8(s, i)
+		if !printableWord(x) {
 			return false
 		}
+		sp := zeroBytes(x ^ (lsb * ' ')) // the spaces
+		if sp&(sp>>8) != 0 || prevSpace && sp&0x80 != 0 {
+			return false
+		}
+		prevSpace = sp>>63 != 0
+	}
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c > '~' || (c == ' ' && prevSpace) {
+			return false
+		}
+		prevSpace = c == ' '
 	}
 	return true
 }
