@@ -492,7 +492,8 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 			}
 			switch {
 			case refusesEgress(d, reply):
-				refusedBy = &d
+				refused := d // a copy: taking d's own address would allocate it for every reply
+				refusedBy = &refused
 			case d.Reason == verdict.ReasonRateLimited:
 				slowDown = true
 			}
@@ -535,7 +536,9 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 				suspects = append(suspects, t)
 				continue
 			}
-			e.conclude(t, d.Status, d.Reason, &reply, h.name)
+			// &replies[i], not &reply: a loop variable whose address is
+			// taken is allocated for every reply.
+			e.conclude(t, d.Status, d.Reason, &replies[i], h.name)
 		}
 		if refusedBy != nil && eg != nil {
 			// Our address is refused: this egress asks the operator no
