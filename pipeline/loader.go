@@ -31,7 +31,13 @@ type loader struct {
 	batch     []readyRow // rows for the writer, sent a batch at a time
 	idle      int        // polls of waitRoom that found connection slots idle, since the last eviction
 	providers map[string]string
-	storeErr  bool // reading the store failed: the rest is probed
+	storeErr  bool       // reading the store failed: the rest is probed
+	total     chan<- int // rows to write, once read (buffered: never blocks)
+	// free are batches the writer is done with, to fill again: a batch
+	// is a few hundred KB, and a million stored rows would allocate a
+	// thousand of them.
+	free   <-chan []readyRow
+	recall *recall
 }
 
 func newLoader(cfg *Config, e *engine, ready chan<- []readyRow, sum *Summary) *loader {
@@ -45,47 +51,80 @@ func newLoader(cfg *Config, e *engine, ready chan<- []readyRow, sum *Summary) *l
 func (l *loader) perPart() int  { return max(1, l.cfg.MemoryRows/4) }
 func (l *loader) lowWater() int { return max(1, l.cfg.MemoryRows/2) }
 
-// run reads all of src, then feeds it to the engine. Nothing is written or
-// probed before the whole input has been read: a malformed file fails
-// first.
+// run reads all of src, then feeds it to the engine. Nothing is probed
+// before the whole input has been read: a malformed file fails first. Rows
+// the store answers are written as they are read (recall).
 func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	g := newGrouper(nil)
 	var parts *partitioner
+	fail := func(err error) error {
+		if parts != nil {
+			parts.close()
+		}
+		return err
+	}
+	// keep holds a row for the engine: grouped in memory, or partitioned
+	// on disk once the input is bigger than MemoryRows.
+	keep := func(p parsedRow) error {
+		if parts != nil {
+			return parts.add(p)
+		}
+		g.add(p)
+		if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
+			var err error
+			if parts, err = l.spill(g, src.Column()); err != nil {
+				return err
+			}
+			g = nil
+		}
+		return nil
+	}
+	if l.cfg.Store != nil && !l.cfg.Refresh {
+		l.recall = newRecall(l)
+	}
 	// Reading and parsing on one core, grouping on the other.
 	batches := make(chan rowBatch, 4)
+	done := make(chan []parsedRow, cap(batches)+1) // batches handled, for readRows to fill again
 	stop := make(chan struct{})
 	defer close(stop)
-	go readRows(src, l.cfg.Skip, batches, stop)
+	go readRows(src, l.cfg.Skip, batches, done, stop)
 	for b := range batches {
 		l.sum.Rows += b.read
 		l.sum.Skipped += b.skipped
 		if b.err != nil {
-			if parts != nil {
-				parts.close()
-			}
-			return fmt.Errorf("reading input: %w", b.err)
+			return fail(fmt.Errorf("reading input: %w", b.err))
 		}
 		for _, p := range b.rows {
-			if parts != nil {
-				if err := parts.add(p); err != nil {
-					parts.close()
-					return err
+			if l.recall != nil {
+				taken, err := l.recall.take(ctx, p, keep)
+				if err != nil {
+					return fail(err)
 				}
-				continue
+				if taken {
+					continue
+				}
 			}
-			g.add(p)
-			if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
-				var err error
-				if parts, err = l.spill(g, src.Column()); err != nil {
-					return err
-				}
-				g = nil
+			if err := keep(p); err != nil {
+				return fail(err)
 			}
 		}
+		if l.recall != nil {
+			if err := l.recall.poll(ctx, keep); err != nil {
+				return fail(err)
+			}
+		}
+		clear(b.rows) // copied where they went
+		select {
+		case done <- b.rows[:0]:
+		default:
+		}
 	}
-	if l.cfg.OnTotal != nil {
-		l.cfg.OnTotal(l.sum.Rows - l.sum.Skipped)
+	if l.recall != nil {
+		if err := l.recall.finish(ctx, keep); err != nil {
+			return fail(err)
+		}
 	}
+	l.total <- l.sum.Rows - l.sum.Skipped // to the writer, which calls OnTotal
 	if parts == nil {
 		l.sum.Memory.Partitions = 1
 		l.dispatch(ctx, g)
@@ -140,14 +179,20 @@ const readRowsBatch = 512
 
 // readRows reads src to its end, parsing each row's address, and sends the
 // rows to out in batches, which it closes at the end, after a batch with
-// the error if reading failed. It stops early when stop is closed.
-func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, stop <-chan struct{}) {
+// the error if reading failed. It fills again the batches it gets back on
+// done. It stops early when stop is closed.
+func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
 	defer close(out)
 	b := rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
 	send := func() bool {
 		select {
 		case out <- b:
-			b = rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+			select {
+			case rows := <-done:
+				b = rowBatch{rows: rows}
+			default:
+				b = rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+			}
 			return true
 		case <-stop:
 			return false
@@ -354,7 +399,11 @@ func (l *loader) flush() {
 		return
 	}
 	l.ready <- l.batch
-	l.batch = make([]readyRow, 0, readyBatch)
+	select {
+	case l.batch = <-l.free:
+	default:
+		l.batch = make([]readyRow, 0, readyBatch)
+	}
 }
 
 // dispatchStored looks the batch's domains up in the store, in domain
@@ -362,9 +411,22 @@ func (l *loader) flush() {
 // probing it; each domain's other addresses go to the engine as soon as the
 // scan is past the domain, so probing starts while the scan goes on.
 func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
-	order := make([]int32, len(g.groups))
-	for i := range order {
-		order[i] = int32(i)
+	order := make([]int32, 0, len(g.groups))
+	var feed []DomainGroup
+	for i := range g.groups {
+		if !l.recall.covered(g.groups[i].Domain) {
+			order = append(order, int32(i))
+			continue
+		}
+		// Looked up as it was read: what is left is to be probed.
+		g.dedupe(i)
+		l.sum.Addresses += len(g.groups[i].Addresses)
+		feed = append(feed, g.groups[i])
+		g.groups[i] = DomainGroup{}
+	}
+	if len(feed) > 0 {
+		l.e.feed(feed)
+		feed = nil
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(g.groups[a].Domain, g.groups[b].Domain) })
 	names := make([]string, len(order))
@@ -374,8 +436,7 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	// Each domain is deduped as the scan reaches it (its map is then at
 	// hand for the scan's lookups), or when the scan passes it by.
 	stored := make([][]bool, len(g.groups)) // by group, by address: answered by the store
-	var feed []DomainGroup
-	next := 0 // index in order of the next domain to finish
+	next := 0                               // index in order of the next domain to finish
 	cur, curIdx := int32(-1), map[string]int32(nil)
 	finish := func(gi int32) {
 		if gi != cur {

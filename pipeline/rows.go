@@ -51,6 +51,40 @@ type parsedRow struct {
 	raw     string // the address column as read
 }
 
+// rowQueue holds rows in chunks of a fixed size: growing it never copies
+// the rows it holds.
+type rowQueue struct {
+	chunks [][]parsedRow
+	n      int
+}
+
+const rowQueueChunk = 1024
+
+func (q *rowQueue) push(p parsedRow) {
+	last := len(q.chunks) - 1
+	if last < 0 || len(q.chunks[last]) == rowQueueChunk {
+		q.chunks = append(q.chunks, make([]parsedRow, 0, rowQueueChunk))
+		last++
+	}
+	q.chunks[last] = append(q.chunks[last], p)
+	q.n++
+}
+
+func (q *rowQueue) len() int { return q.n }
+
+// moveFrom moves o's rows to the end of q.
+func (q *rowQueue) moveFrom(o *rowQueue) {
+	q.n += o.n
+	q.chunks = append(q.chunks, o.takeAll()...)
+}
+
+// takeAll empties the queue and returns its rows, in the order pushed.
+func (q *rowQueue) takeAll() [][]parsedRow {
+	chunks := q.chunks
+	*q = rowQueue{}
+	return chunks
+}
+
 // parseRow reads the address of one record.
 func parseRow(rec input.Record) parsedRow {
 	p := parsedRow{ref: rowRef{row: rec.Row, fields: rec.Fields}, raw: rec.Email}
