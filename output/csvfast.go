@@ -182,36 +182,6 @@ func hasSpecial(s string) bool {
 
 var special = [256]bool{'\n': true, '\r': true, '"': true, ',': true}
 
-// plainCell reports whether s is a cell of printable ASCII that needs no
-// quoting, in one pass (what needsQuotes asks, for the text most cells
-// hold): no '"' or ',', not led by a space, not `\.`.
-func plainCell(s string) bool {
-	if s[0] == ' ' || s == `\.` {
-		return false
-	}
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		x := word8(s, i)
-		if !printableWord(x) || hasZero(x^(lsb*'"'))|hasZero(x^(lsb*',')) != 0 {
-			return false
-		}
-	}
-	for ; i < len(s); i++ {
-		if !plainByte[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// plainByte: printable ASCII but '"' and ','.
-var plainByte = func() (t [256]bool) {
-	for c := ' '; c <= '~'; c++ {
-		t[c] = c != '"' && c != ','
-	}
-	return t
-}()
-
 // formulaLead: a cell starting with c gets FormulaSafe's "'".
 func formulaLead(c byte) bool {
 	switch c {

@@ -3,6 +3,8 @@ package output
 import (
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/bulkverify/bulkverify/internal/ascii"
 )
 
 // Sanitize makes untrusted server text safe for one CSV cell: control and
@@ -73,11 +75,11 @@ func alreadyClean(s string, max int) bool {
 	prevSpace := false // the byte before i is a space
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		x := word8(s, i)
-		if !printableWord(x) {
+		x := ascii.Load(s, i)
+		if !ascii.Printable(x) {
 			return false
 		}
-		sp := zeroBytes(x ^ (lsb * ' ')) // the spaces
+		sp := ascii.Bytes(x, ' ')
 		if sp&(sp>>8) != 0 || prevSpace && sp&0x80 != 0 {
 			return false
 		}
