@@ -130,9 +130,9 @@ func (s *Store) LoadFresh(ctx context.Context, namespaces []string, domains []st
 	// (made while the address is at hand).
 	var offs []uint32
 	var hashes []uint64
-	cur := -1         // the domain being read
-	curStart := 0     // its first record
-	full := false     // the domain being read does not fit
+	cur := -1     // the domain being read
+	curStart := 0 // its first record
+	full := false // the domain being read does not fit
 	complete := func(upto int) {
 		// Domains before upto have been read to their end.
 		vs.loaded = max(vs.loaded, upto)
