@@ -378,6 +378,11 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 	if l.cfg.Store == nil || l.storeErr || l.cfg.Refresh {
 		l.sum.Addresses += g.dedupeAll()
 		l.e.feed(g.groups)
+		// Each group's addresses and rows are its targets' now: let the
+		// group's arrays go as soon as its targets are made, not when the
+		// whole input has been fed (a tenth of a run's heap, for the
+		// garbage collector to mark again and again).
+		clear(g.groups)
 		return
 	}
 	l.dispatchStored(ctx, g)

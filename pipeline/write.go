@@ -47,7 +47,14 @@ func (w *writer) run(verdicts <-chan Verdict, ready <-chan []readyRow) error {
 				verdicts = nil
 				continue
 			}
-			w.verdict(v)
+			w.verdict(&v)
+			// The verdicts already waiting are taken with plain receives
+			// (the writer is the channel's only reader, so they are
+			// there), not a select over every channel for each.
+			for n := len(verdicts); n > 0; n-- {
+				v := <-verdicts
+				w.verdict(&v)
+			}
 		case batch, ok := <-ready:
 			if !ok {
 				ready = nil
@@ -87,7 +94,7 @@ func (w *writer) onTotal(n int) {
 }
 
 // verdict writes a verdict of the engine.
-func (w *writer) verdict(v Verdict) {
+func (w *writer) verdict(v *Verdict) {
 	res := output.Result{
 		Email:          v.text,
 		Status:         v.Status,
@@ -116,7 +123,7 @@ func (w *writer) verdict(v Verdict) {
 		w.mem.add(-1)
 	}
 	if w.store.ok() && v.Reason != verdict.ReasonSkipped {
-		w.store.put(v)
+		w.store.put(*v)
 	}
 }
 
