@@ -225,8 +225,8 @@ func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done 
 // bigger than MemoryRows. Domains that already hold more than half a
 // partition's share are spread by address.
 func (l *loader) spill(g *grouper, col int) (*partitioner, error) {
-	for _, grp := range g.groups {
-		if len(grp.Addresses) > l.perPart()/2 {
+	for gi, grp := range g.groups {
+		if g.held(gi) > l.perPart()/2 {
 			l.huge[grp.Domain] = true
 		}
 	}
@@ -244,13 +244,10 @@ func (l *loader) spill(g *grouper, col int) (*partitioner, error) {
 		}
 	}
 	for gi := range g.groups {
-		grp := &g.groups[gi]
-		for i, a := range grp.Addresses {
-			if err := parts.add(parsedRow{ref: grp.rows[i].first, addr: a, key: grp.keys[i]}); err != nil {
-				return fail(err)
-			}
+		if err := g.each(gi, parts.add); err != nil {
+			return fail(err)
 		}
-		g.groups[gi] = DomainGroup{} // written: let it go
+		g.release(gi) // written: let it go
 	}
 	return parts, nil
 }
@@ -427,7 +424,7 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 		g.dedupe(i)
 		l.sum.Addresses += len(g.groups[i].Addresses)
 		feed = append(feed, g.groups[i])
-		g.groups[i] = DomainGroup{}
+		g.release(i)
 	}
 	if len(feed) > 0 {
 		l.e.feed(feed)
@@ -451,7 +448,7 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 		if grp := probeLeft(g.groups[gi], stored[gi]); len(grp.Addresses) > 0 {
 			feed = append(feed, grp)
 		}
-		g.groups[gi] = DomainGroup{} // handed on: let it go
+		g.release(int(gi)) // handed on: let it go
 	}
 	finishUpTo := func(upto int) {
 		for ; next < upto; next++ {

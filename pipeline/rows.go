@@ -121,12 +121,29 @@ func keyOf(raw string, a *input.Address) string {
 // not through one map of every address: a domain's map is small and stays
 // in the processor's cache while it is built and used, where a map of a
 // million addresses costs a cache miss or two per row.
+//
+// Until a domain is deduped its rows are held in one compact array
+// (groupedRow: the address is its text), not in DomainGroup's three
+// parallel ones: rows of interleaved domains come one at a time, and each
+// array appended to is a cache miss; dedupe then builds the DomainGroup at
+// its exact size, without the garbage of three growing arrays.
 type grouper struct {
 	domIdx  map[string]int32
-	groups  []DomainGroup
+	groups  []DomainGroup  // Domain and split; the rest filled by dedupe
+	pending [][]groupedRow // by group: its rows, as added, until dedupe
 	invalid []invalidRow
 	rows    int             // rows held, invalid ones included
 	split   map[string]bool // domains fed in several parts (DomainGroup.split)
+}
+
+// groupedRow is a row of a group not yet deduped. Its address is key,
+// whose local part is key[:localLen] (keyOf makes it so) and whose domain
+// is the group's.
+type groupedRow struct {
+	ref      rowRef
+	key      string
+	localLen int32
+	utf8     bool // Address.NeedsSMTPUTF8
 }
 
 func newGrouper(split map[string]bool) *grouper {
@@ -144,35 +161,60 @@ func (g *grouper) add(p parsedRow) {
 		gi = int32(len(g.groups))
 		g.domIdx[p.addr.Domain] = gi
 		g.groups = append(g.groups, DomainGroup{Domain: p.addr.Domain, split: g.split[p.addr.Domain]})
+		g.pending = append(g.pending, nil)
 	}
-	grp := &g.groups[gi]
-	p.addr.Domain = grp.Domain // one string per domain, not per address
-	grp.Addresses = append(grp.Addresses, p.addr)
-	grp.rows = append(grp.rows, rowRefs{first: p.ref})
-	grp.keys = append(grp.keys, p.key)
+	g.pending[gi] = append(g.pending[gi], groupedRow{ref: p.ref, key: p.key, localLen: int32(len(p.addr.Local)), utf8: p.addr.NeedsSMTPUTF8})
 }
 
-// dedupe collapses the duplicate addresses of group gi (the rows of a
-// duplicate join those of the address's first row) and returns the index
-// of each address by its text.
+// held is how many rows group gi holds, deduped or not.
+func (g *grouper) held(gi int) int {
+	if g.pending[gi] != nil {
+		return len(g.pending[gi])
+	}
+	return len(g.groups[gi].Addresses)
+}
+
+// each calls f with every row of group gi that is not deduped yet (none
+// once it is).
+func (g *grouper) each(gi int, f func(p parsedRow) error) error {
+	domain := g.groups[gi].Domain
+	for _, r := range g.pending[gi] {
+		addr := input.Address{Local: r.key[:r.localLen], Domain: domain, NeedsSMTPUTF8: r.utf8}
+		if err := f(parsedRow{ref: r.ref, addr: addr, key: r.key}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release lets group gi go, handed on.
+func (g *grouper) release(gi int) {
+	g.groups[gi] = DomainGroup{}
+	g.pending[gi] = nil
+}
+
+// dedupe builds group gi from its rows, collapsing duplicate addresses
+// (the rows of a duplicate join those of the address's first row), and
+// returns the index of each address by its text.
 func (g *grouper) dedupe(gi int) map[string]int32 {
 	grp := &g.groups[gi]
-	index := make(map[string]int32, len(grp.keys))
-	n := 0
-	for i, key := range grp.keys {
-		if at, dup := index[key]; dup {
+	rows := g.pending[gi]
+	index := make(map[string]int32, len(rows))
+	grp.Addresses = make([]input.Address, 0, len(rows))
+	grp.rows = make([]rowRefs, 0, len(rows))
+	grp.keys = make([]string, 0, len(rows))
+	for _, r := range rows {
+		if at, dup := index[r.key]; dup {
 			rs := &grp.rows[at]
-			rs.more = append(rs.more, grp.rows[i].first)
+			rs.more = append(rs.more, r.ref)
 			continue
 		}
-		index[key] = int32(n)
-		grp.Addresses[n], grp.rows[n], grp.keys[n] = grp.Addresses[i], grp.rows[i], key
-		n++
+		index[r.key] = int32(len(grp.keys))
+		grp.Addresses = append(grp.Addresses, input.Address{Local: r.key[:r.localLen], Domain: grp.Domain, NeedsSMTPUTF8: r.utf8})
+		grp.rows = append(grp.rows, rowRefs{first: r.ref})
+		grp.keys = append(grp.keys, r.key)
 	}
-	clear(grp.Addresses[n:])
-	clear(grp.rows[n:])
-	clear(grp.keys[n:])
-	grp.Addresses, grp.rows, grp.keys = grp.Addresses[:n:n], grp.rows[:n:n], grp.keys[:n:n]
+	g.pending[gi] = nil
 	return index
 }
 
