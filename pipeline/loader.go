@@ -422,7 +422,7 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 		}
 		// Looked up as it was read: what is left is to be probed.
 		g.dedupe(i)
-		l.sum.Addresses += len(g.groups[i].Addresses)
+		l.sum.Addresses += g.groups[i].size()
 		feed = append(feed, g.groups[i])
 		g.release(i)
 	}
@@ -435,17 +435,17 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	for i, gi := range order {
 		names[i] = g.groups[gi].Domain
 	}
-	// Each domain is deduped as the scan reaches it (its map is then at
+	// Each domain is deduped as the scan reaches it (its index is then at
 	// hand for the scan's lookups), or when the scan passes it by.
 	stored := make([][]bool, len(g.groups)) // by group, by address: answered by the store
 	next := 0                               // index in order of the next domain to finish
-	cur, curIdx := int32(-1), map[string]int32(nil)
+	cur, curIdx := int32(-1), (*addrIndex)(nil)
 	finish := func(gi int32) {
 		if gi != cur {
 			g.dedupe(int(gi))
 		}
-		l.sum.Addresses += len(g.groups[gi].Addresses)
-		if grp := probeLeft(g.groups[gi], stored[gi]); len(grp.Addresses) > 0 {
+		l.sum.Addresses += g.groups[gi].size()
+		if grp := probeLeft(g.groups[gi], stored[gi]); grp.size() > 0 {
 			feed = append(feed, grp)
 		}
 		g.release(int(gi)) // handed on: let it go
@@ -466,15 +466,16 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 		if gi != cur {
 			cur, curIdx = gi, g.dedupe(int(gi))
 		}
-		ai, ok := curIdx[v.Address]
+		ai, ok := curIdx.lookup(v.Address)
 		if !ok || !st.Fresh(v) {
 			return true
 		}
 		if stored[gi] == nil {
-			stored[gi] = make([]bool, len(g.groups[gi].Addresses))
+			stored[gi] = make([]bool, g.groups[gi].size())
 		}
 		stored[gi][ai] = true
-		l.sendStored(v, g.groups[gi].Addresses[ai], g.groups[gi].rows[ai])
+		addr, _, rows := g.groups[gi].at(ai)
+		l.sendStored(v, addr, rows)
 		return true
 	})
 	if err != nil && ctx.Err() == nil {
@@ -488,20 +489,30 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	}
 }
 
-// probeLeft is grp without the addresses the store answered.
+// probeLeft is grp without the addresses the store answered (its rows
+// filtered in place: grp is handed on).
 func probeLeft(grp DomainGroup, stored []bool) DomainGroup {
 	if stored == nil {
 		return grp
 	}
-	out := DomainGroup{Domain: grp.Domain, split: grp.split}
-	for i, a := range grp.Addresses {
+	if grp.compact == nil { // find's
+		out := DomainGroup{Domain: grp.Domain, split: grp.split}
+		for i, a := range grp.Addresses {
+			if !stored[i] {
+				out.Addresses = append(out.Addresses, a)
+			}
+		}
+		return out
+	}
+	kept := grp.compact[:0]
+	for i, r := range grp.compact {
 		if !stored[i] {
-			out.Addresses = append(out.Addresses, a)
-			out.rows = append(out.rows, grp.rows[i])
-			out.keys = append(out.keys, grp.keys[i])
+			kept = append(kept, r)
 		}
 	}
-	return out
+	clear(grp.compact[len(kept):])
+	grp.compact = kept
+	return grp
 }
 
 // sendStored writes a stored verdict for its rows, as the run that probed

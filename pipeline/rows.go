@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"hash/maphash"
 
 	"github.com/bulkverify/bulkverify/input"
 )
@@ -125,8 +126,8 @@ func keyOf(raw string, a *input.Address) string {
 // Until a domain is deduped its rows are held in one compact array
 // (groupedRow: the address is its text), not in DomainGroup's three
 // parallel ones: rows of interleaved domains come one at a time, and each
-// array appended to is a cache miss; dedupe then builds the DomainGroup at
-// its exact size, without the garbage of three growing arrays.
+// array appended to is a cache miss; dedupe then makes the DomainGroup of
+// them in place, without the garbage of three growing arrays.
 type grouper struct {
 	domIdx  map[string]int32
 	groups  []DomainGroup  // Domain and split; the rest filled by dedupe
@@ -134,6 +135,7 @@ type grouper struct {
 	invalid []invalidRow
 	rows    int             // rows held, invalid ones included
 	split   map[string]bool // domains fed in several parts (DomainGroup.split)
+	index   addrIndex       // dedupe's, reused
 }
 
 // groupedRow is a row of a group not yet deduped. Its address is key,
@@ -171,7 +173,7 @@ func (g *grouper) held(gi int) int {
 	if g.pending[gi] != nil {
 		return len(g.pending[gi])
 	}
-	return len(g.groups[gi].Addresses)
+	return g.groups[gi].size()
 }
 
 // each calls f with every row of group gi that is not deduped yet (none
@@ -193,29 +195,108 @@ func (g *grouper) release(gi int) {
 	g.pending[gi] = nil
 }
 
-// dedupe builds group gi from its rows, collapsing duplicate addresses
-// (the rows of a duplicate join those of the address's first row), and
-// returns the index of each address by its text.
-func (g *grouper) dedupe(gi int) map[string]int32 {
+// dedupe collapses the duplicate addresses of group gi, in place: the
+// group's rows become one per distinct address, in the order first met,
+// and the rows of later duplicates go to its dups. It returns an index of
+// the group's addresses, valid until the next dedupe.
+func (g *grouper) dedupe(gi int) *addrIndex {
 	grp := &g.groups[gi]
 	rows := g.pending[gi]
-	index := make(map[string]int32, len(rows))
-	grp.Addresses = make([]input.Address, 0, len(rows))
-	grp.rows = make([]rowRefs, 0, len(rows))
-	grp.keys = make([]string, 0, len(rows))
+	ix := &g.index
+	ix.reset(len(rows))
+	n := 0
 	for _, r := range rows {
-		if at, dup := index[r.key]; dup {
-			rs := &grp.rows[at]
-			rs.more = append(rs.more, r.ref)
+		if _, dup := ix.find(rows[:n], r.key); dup {
+			if grp.dups == nil {
+				grp.dups = map[string][]rowRef{}
+			}
+			grp.dups[r.key] = append(grp.dups[r.key], r.ref)
 			continue
 		}
-		index[r.key] = int32(len(grp.keys))
-		grp.Addresses = append(grp.Addresses, input.Address{Local: r.key[:r.localLen], Domain: grp.Domain, NeedsSMTPUTF8: r.utf8})
-		grp.rows = append(grp.rows, rowRefs{first: r.ref})
-		grp.keys = append(grp.keys, r.key)
+		ix.add(r.key, n)
+		rows[n] = r
+		n++
 	}
+	clear(rows[n:])
+	grp.compact = rows[:n:n]
+	ix.rows = grp.compact
 	g.pending[gi] = nil
-	return index
+	return ix
+}
+
+// addrIndex finds an address among a group's rows: open addressing on
+// the address's hash, slots holding a position + 1. The grouper keeps one
+// and reuses it from group to group, where a map per group cost an
+// allocation per address.
+type addrIndex struct {
+	seed  maphash.Seed
+	slots []int32
+	rows  []groupedRow // what positions point into
+}
+
+func (ix *addrIndex) reset(n int) {
+	size := 8
+	for size < 2*n {
+		size *= 2
+	}
+	if cap(ix.slots) < size {
+		ix.slots = make([]int32, size)
+		if ix.seed == (maphash.Seed{}) {
+			ix.seed = maphash.MakeSeed()
+		}
+	}
+	ix.slots = ix.slots[:size]
+	clear(ix.slots)
+	ix.rows = nil
+}
+
+func (ix *addrIndex) add(key string, pos int) {
+	mask := uint64(len(ix.slots) - 1)
+	for i := maphash.String(ix.seed, key) & mask; ; i = (i + 1) & mask {
+		if ix.slots[i] == 0 {
+			ix.slots[i] = int32(pos + 1)
+			return
+		}
+	}
+}
+
+// find returns the position of key among rows.
+func (ix *addrIndex) find(rows []groupedRow, key string) (int, bool) {
+	mask := uint64(len(ix.slots) - 1)
+	for i := maphash.String(ix.seed, key) & mask; ; i = (i + 1) & mask {
+		s := ix.slots[i]
+		if s == 0 {
+			return 0, false
+		}
+		if rows[s-1].key == key {
+			return int(s - 1), true
+		}
+	}
+}
+
+// lookup is find among the rows of the group last deduped.
+func (ix *addrIndex) lookup(key string) (int, bool) { return ix.find(ix.rows, key) }
+
+// size is how many addresses g holds.
+func (g *DomainGroup) size() int {
+	if g.compact != nil {
+		return len(g.compact)
+	}
+	return len(g.Addresses)
+}
+
+// at returns address i of g, its text ("" = to be made from it) and the
+// input rows that asked for it (none for find's groups).
+func (g *DomainGroup) at(i int) (input.Address, string, rowRefs) {
+	if g.compact == nil {
+		return g.Addresses[i], "", rowRefs{}
+	}
+	r := &g.compact[i]
+	rows := rowRefs{first: r.ref}
+	if g.dups != nil {
+		rows.more = g.dups[r.key]
+	}
+	return input.Address{Local: r.key[:r.localLen], Domain: g.Domain, NeedsSMTPUTF8: r.utf8}, r.key, rows
 }
 
 // dedupeAll dedupes every group and returns how many distinct addresses
@@ -224,7 +305,7 @@ func (g *grouper) dedupeAll() int {
 	n := 0
 	for gi := range g.groups {
 		g.dedupe(gi)
-		n += len(g.groups[gi].Addresses)
+		n += g.groups[gi].size()
 	}
 	return n
 }
