@@ -81,6 +81,7 @@ func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	}
 	if l.cfg.Store != nil && !l.cfg.Refresh {
 		l.recall = newRecall(l)
+		defer l.recall.close()
 	}
 	// Reading and parsing on one core, grouping on the other.
 	batches := make(chan rowBatch, 4)

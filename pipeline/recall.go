@@ -16,12 +16,16 @@ import (
 //
 // The first time a domain is met, its fresh verdicts are read from the
 // store into a store.VerdictSet (compact, no pointer per verdict), with
-// those of the other domains met since the last read, in one pass, on a
-// goroutine of its own: the rows of domains being read wait (pending)
-// while the loader goes on with the input. Sets are held until the input
-// has been read, at most Config.MemoryRows verdicts in all: a domain past
-// that is not read here, and its rows take the grouped path, where
-// dispatchStored looks them up after the input is read, as before.
+// those of the other domains met about then: the domains met are read in
+// chunks of recallDomains, one after another, by a goroutine of its own
+// (recallReader), while the loader goes on with the input; the rows of a
+// chunk's domains wait (held in memory) until it has been read. An input
+// that interleaves its domains meets them all in its first rows: the
+// chunks make the first sets ready early, and rows are answered while the
+// rest is read. Sets are held until the input has been read, at most
+// Config.MemoryRows verdicts in all: a domain past that is not read here,
+// and its rows take the grouped path, where dispatchStored looks them up
+// after the input is read, as before.
 //
 // A domain read here whole is covered: its rows that the set did not
 // answer have no fresh verdict, and are probed without asking the store
@@ -30,14 +34,17 @@ type recall struct {
 	l    *loader
 	doms map[string]recallDomain
 	sets []recallSet
-	held int // verdicts in sets
-	// Domains met and not read yet (the next read), and the rows waiting
-	// for them; the rows waiting for the read under way.
-	newDoms     []string
-	nextRows    rowQueue
-	waitingRows rowQueue
-	// reading is the read under way, if any: it sends its result here.
-	reading chan recallRead
+	// Domains met and not sent to be read yet, and the rows waiting for
+	// them.
+	newDoms  []string
+	nextRows rowQueue
+	// The chunks sent to be read and not settled yet, oldest first (the
+	// reader answers in that order), with the rows waiting for each;
+	// first is the sequence number of reads[0].
+	reads   []*recallChunk
+	first   int32
+	waiting int // rows in reads
+	reader  *recallReader
 	off     bool // nothing more is read here: the store failed, or the sets are full
 
 	// What the last stored row was written with: rows in a row often
@@ -48,7 +55,7 @@ type recall struct {
 
 type recallDomain struct {
 	state uint8
-	set   int32 // index in recall.sets
+	set   int32 // recallLoaded: index in recall.sets; recallReading: sequence number of its chunk
 }
 
 // States of a domain.
@@ -64,23 +71,28 @@ type recallSet struct {
 	seen []bool // by verdict id: its address was met (counted in Summary.Addresses)
 }
 
-// recallRead is the outcome of reading some domains.
-type recallRead struct {
+// recallChunk is domains sent to be read, and the rows waiting for them.
+type recallChunk struct {
 	names []string
-	vs    *store.VerdictSet // nil when there was no room left
-	err   error
+	rows  rowQueue
 }
 
-// When the domains met are read: at this many domains, or this many rows
-// waiting for them, if no read is under way. Reading many domains at once
-// costs less per domain; the rows that wait are held in memory.
+// recallRead is the outcome of reading a chunk.
+type recallRead struct {
+	vs  *store.VerdictSet // nil when there was no room left
+	err error
+}
+
+// A chunk is sent to be read at this many domains, or this many rows
+// waiting for them. Reading many domains at once costs less per domain;
+// the rows that wait are held in memory.
 const (
 	recallDomains = 256
 	recallRows    = 8192
 )
 
 // maxWaiting bounds the rows held waiting for reads: past it the loader
-// waits for the read under way.
+// waits for the oldest read.
 func (r *recall) maxWaiting() int {
 	if m := r.l.cfg.MemoryRows; m > 0 {
 		return max(recallRows, m/2)
@@ -112,85 +124,96 @@ func (r *recall) take(ctx context.Context, p parsedRow, keep func(parsedRow) err
 	switch d.state {
 	case recallNext:
 		r.nextRows.push(p)
+		if len(r.newDoms) >= recallDomains || r.nextRows.len() >= recallRows {
+			if err := r.send(ctx, keep); err != nil {
+				return true, err
+			}
+		}
 	case recallReading:
-		r.waitingRows.push(p)
+		r.reads[d.set-r.first].rows.push(p)
+		r.waiting++
 	case recallLoaded:
 		return r.answer(d, p), nil
 	default:
 		return false, nil
 	}
-	if r.waitingRows.len()+r.nextRows.len() >= r.maxWaiting() {
+	if r.waiting+r.nextRows.len() >= r.maxWaiting() {
 		return true, r.wait(ctx, keep)
-	}
-	if r.reading == nil && (len(r.newDoms) >= recallDomains || r.nextRows.len() >= recallRows) {
-		r.start(ctx)
 	}
 	return true, nil
 }
 
-// poll takes the read under way if it is done, and starts the next one if
-// there is none under way and domains wait to be read; the loader calls it
-// between batches of input.
-func (r *recall) poll(ctx context.Context, keep func(parsedRow) error) error {
-	if r.reading != nil {
-		select {
-		case res := <-r.reading:
-			if err := r.settle(ctx, res, keep); err != nil {
-				return err
-			}
-		default:
+// maxReads bounds the chunks sent and not settled: past it, the oldest is
+// waited for first.
+const maxReads = 64
+
+// send sends the domains met since the last chunk to be read.
+func (r *recall) send(ctx context.Context, keep func(parsedRow) error) error {
+	if len(r.newDoms) == 0 {
+		return nil
+	}
+	if len(r.reads) >= maxReads {
+		if err := r.settle(ctx, <-r.reader.done, keep); err != nil {
+			return err
+		}
+		if len(r.newDoms) == 0 { // the store failed, or the sets are full
 			return nil
 		}
 	}
-	r.start(ctx)
+	if r.reader == nil {
+		r.reader = newRecallReader(ctx, r.l.cfg)
+	}
+	c := &recallChunk{names: r.newDoms, rows: r.nextRows}
+	seq := r.first + int32(len(r.reads))
+	for _, name := range c.names {
+		r.doms[name] = recallDomain{state: recallReading, set: seq}
+	}
+	r.waiting += c.rows.len()
+	r.reads = append(r.reads, c)
+	r.newDoms, r.nextRows = make([]string, 0, recallDomains), rowQueue{}
+	r.reader.read(c.names)
 	return nil
 }
 
-// wait waits for the read under way, settles its rows and starts the next.
+// poll settles the reads that are done, and sends what was met to be read
+// if the reader is idle; the loader calls it between batches of input.
+func (r *recall) poll(ctx context.Context, keep func(parsedRow) error) error {
+	for len(r.reads) > 0 {
+		select {
+		case res := <-r.reader.done:
+			if err := r.settle(ctx, res, keep); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if len(r.reads) == 0 {
+		return r.send(ctx, keep)
+	}
+	return nil
+}
+
+// wait waits for the oldest read (sending what was met, if nothing is
+// being read) and settles it.
 func (r *recall) wait(ctx context.Context, keep func(parsedRow) error) error {
-	if r.reading != nil {
-		if err := r.settle(ctx, <-r.reading, keep); err != nil {
+	if len(r.reads) == 0 {
+		if err := r.send(ctx, keep); err != nil || len(r.reads) == 0 {
 			return err
 		}
 	}
-	r.start(ctx)
-	return nil
+	return r.settle(ctx, <-r.reader.done, keep)
 }
 
-// start reads the domains met since the last read, if any, on a goroutine
-// of its own.
-func (r *recall) start(ctx context.Context) {
-	if len(r.newDoms) == 0 || r.reading != nil {
-		return
-	}
-	names := r.newDoms
-	r.newDoms = make([]string, 0, recallDomains)
-	for _, name := range names {
-		r.doms[name] = recallDomain{state: recallReading}
-	}
-	r.waitingRows, r.nextRows = r.nextRows, rowQueue{}
-	// A limit of 0 is none; Config.MemoryRows bounds the verdicts held.
-	limit := 0
-	if m := r.l.cfg.MemoryRows; m > 0 {
-		limit = m - r.held
-	}
-	done := make(chan recallRead, 1) // never blocks: the loader may be gone
-	r.reading = done
-	st, namespaces := r.l.cfg.Store, r.l.cfg.StoreNamespaces
-	go func() {
-		slices.Sort(names) // the store reads sorted domains fastest
-		res := recallRead{names: names}
-		if limit >= 0 {
-			res.vs, res.err = st.LoadFresh(ctx, namespaces, names, limit)
-		}
-		done <- res
-	}()
-}
-
-// settle takes the outcome of a read: its domains are loaded or off, and
-// the rows that waited for them are answered or kept.
+// settle takes the outcome of the oldest read: its domains are loaded or
+// off, and the rows that waited for them are answered or kept.
 func (r *recall) settle(ctx context.Context, res recallRead, keep func(parsedRow) error) error {
-	r.reading = nil
+	c := r.reads[0]
+	r.reads[0] = nil
+	r.reads = r.reads[1:]
+	r.first++
+	r.waiting -= c.rows.len()
 	vs := res.vs
 	switch {
 	case res.err != nil:
@@ -204,13 +227,12 @@ func (r *recall) settle(ctx context.Context, res recallRead, keep func(parsedRow
 	case vs == nil:
 		r.off = true // no room left
 	default:
-		r.held += vs.Len()
 		r.sets = append(r.sets, recallSet{vs: vs, seen: make([]bool, vs.Len())})
-		if !vs.Loaded(len(res.names) - 1) {
+		if !vs.Loaded(len(c.names) - 1) {
 			r.off = true // full: the domains met from now on take the grouped path
 		}
 	}
-	for i, name := range res.names {
+	for i, name := range c.names {
 		d := recallDomain{state: recallOff}
 		if vs != nil && vs.Loaded(i) {
 			d = recallDomain{state: recallLoaded, set: int32(len(r.sets) - 1)}
@@ -223,9 +245,9 @@ func (r *recall) settle(ctx context.Context, res recallRead, keep func(parsedRow
 			r.doms[name] = recallDomain{state: recallOff}
 		}
 		r.newDoms = r.newDoms[:0]
-		r.waitingRows.moveFrom(&r.nextRows)
+		c.rows.moveFrom(&r.nextRows)
 	}
-	for _, chunk := range r.waitingRows.takeAll() {
+	for _, chunk := range c.rows.takeAll() {
 		for _, p := range chunk {
 			if d := r.doms[p.addr.Domain]; d.state == recallLoaded && r.answer(d, p) {
 				continue
@@ -241,13 +263,75 @@ func (r *recall) settle(ctx context.Context, res recallRead, keep func(parsedRow
 // finish reads what is still to be read, at the end of the input, and lets
 // the sets go: no more rows will be looked up in them.
 func (r *recall) finish(ctx context.Context, keep func(parsedRow) error) error {
-	for r.reading != nil || len(r.newDoms) > 0 {
-		if err := r.wait(ctx, keep); err != nil {
+	if err := r.send(ctx, keep); err != nil {
+		return err
+	}
+	for len(r.reads) > 0 {
+		if err := r.settle(ctx, <-r.reader.done, keep); err != nil {
 			return err
 		}
 	}
+	r.close()
 	r.sets = nil
 	return nil
+}
+
+// close stops the reader; the loader calls it however it ends.
+func (r *recall) close() {
+	if r != nil && r.reader != nil {
+		r.reader.close()
+		r.reader = nil
+	}
+}
+
+// recallReader reads chunks of domains from the store, one after another,
+// in the order asked, on a goroutine of its own. It keeps the count of
+// verdicts held against Config.MemoryRows: once a set had no room for all
+// its domains, every later read gives none.
+type recallReader struct {
+	reqs chan []string
+	done chan recallRead
+	stop chan struct{}
+}
+
+func newRecallReader(ctx context.Context, cfg *Config) *recallReader {
+	rr := &recallReader{reqs: make(chan []string, maxReads), done: make(chan recallRead, maxReads), stop: make(chan struct{})}
+	st, namespaces, memoryRows := cfg.Store, cfg.StoreNamespaces, cfg.MemoryRows
+	go func() {
+		held, full := 0, false
+		for names := range rr.reqs {
+			var res recallRead
+			slices.Sort(names) // the store reads sorted domains fastest
+			limit := 0         // none
+			if memoryRows > 0 {
+				limit = memoryRows - held
+			}
+			if !full && (memoryRows == 0 || limit > 0) {
+				res.vs, res.err = st.LoadFresh(ctx, namespaces, names, limit)
+			}
+			if res.vs != nil {
+				held += res.vs.Len()
+				full = !res.vs.Loaded(len(names) - 1)
+			} else {
+				full = true
+			}
+			select {
+			case rr.done <- res:
+			case <-rr.stop:
+				return
+			}
+		}
+	}()
+	return rr
+}
+
+// read asks for names to be read; the answer comes on done, after those
+// of the reads asked before.
+func (rr *recallReader) read(names []string) { rr.reqs <- names }
+
+func (rr *recallReader) close() {
+	close(rr.reqs)
+	close(rr.stop)
 }
 
 // answer writes p's stored verdict, if its domain's set holds one.
@@ -268,13 +352,13 @@ func (r *recall) answer(d recallDomain, p parsedRow) bool {
 		set.seen[ref.ID()] = true
 		r.l.sum.Addresses++
 	}
-	r.send(&v, p.addr, rowRefs{first: p.ref})
+	r.write(&v, p.addr, rowRefs{first: p.ref})
 	return true
 }
 
-// send writes a stored verdict for its rows, as the run that probed it
+// write writes a stored verdict for its rows, as the run that probed it
 // wrote it, with source "stored".
-func (r *recall) send(v *store.Verdict, addr input.Address, rows rowRefs) {
+func (r *recall) write(v *store.Verdict, addr input.Address, rows rowRefs) {
 	l := r.l
 	l.batch = append(l.batch, readyRow{rows: rows})
 	res := &l.batch[len(l.batch)-1].res
