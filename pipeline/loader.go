@@ -366,9 +366,12 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 		l.send(readyRow{rows: rowRefs{first: inv.ref}, res: res})
 	}
 	for _, grp := range g.groups {
-		if !grp.split {
+		switch {
+		case l.recall.met(grp.Domain):
+			// Counted by the recall.
+		case !grp.split:
 			l.sum.Domains++
-		} else if !l.counted[grp.Domain] {
+		case !l.counted[grp.Domain]:
 			l.counted[grp.Domain] = true
 			l.sum.Domains++
 		}

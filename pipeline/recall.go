@@ -273,7 +273,18 @@ func (r *recall) finish(ctx context.Context, keep func(parsedRow) error) error {
 	}
 	r.close()
 	r.sets = nil
+	r.l.sum.Domains += len(r.doms) // the loader counts the domains the recall never met
 	return nil
+}
+
+// met reports whether the recall met domain: its rows went through the
+// recall, which counts it in Summary.Domains.
+func (r *recall) met(domain string) bool {
+	if r == nil {
+		return false
+	}
+	_, ok := r.doms[domain]
+	return ok
 }
 
 // close stops the reader; the loader calls it however it ends.

@@ -96,8 +96,8 @@ func TestRecallAnswersRowsAsTheyAreRead(t *testing.T) {
 			if got, want := h.sim.TotalCommands("RCPT")-rcpt, len(distinct[1]); got != want {
 				t.Errorf("the second run sent %d RCPT, want %d: one per changed address (d1's catch-all answer is fresh)", got, want)
 			}
-			if sum.Stored != stored || sum.Addresses != newDistinct {
-				t.Errorf("summary: %d stored, %d addresses; want %d, %d", sum.Stored, sum.Addresses, stored, newDistinct)
+			if sum.Stored != stored || sum.Addresses != newDistinct || sum.Domains != domains {
+				t.Errorf("summary: %d stored, %d addresses, %d domains; want %d, %d, %d", sum.Stored, sum.Addresses, sum.Domains, stored, newDistinct, domains)
 			}
 		})
 	}
