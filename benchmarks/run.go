@@ -413,6 +413,7 @@ type checker struct {
 	record, compare []uint64
 	differs         int
 	seed            maphash.Seed
+	buf             []byte
 
 	heapAt  int       // write the heap profile after this many rows
 	heap    io.Writer // nil = no heap profile
@@ -434,8 +435,8 @@ func (c *checker) Write(fields []string, r output.Result) error {
 	if j := r.Row - 1; j >= 0 {
 		switch {
 		case j < len(c.record):
-			c.record[j] = resultHash(c.seed, r)
-		case j < len(c.compare) && !c.w.Changed(j) && c.compare[j] != resultHash(c.seed, r):
+			c.record[j] = c.hash(&r)
+		case j < len(c.compare) && !c.w.Changed(j) && c.compare[j] != c.hash(&r):
 			c.differs++
 			if len(c.mismatches) < maxMismatches {
 				c.mismatches = append(c.mismatches, fmt.Sprintf("row %d %s: differs from the first run", r.Row, r.Email))
@@ -451,15 +452,16 @@ func (c *checker) Write(fields []string, r output.Result) error {
 
 func (c *checker) Flush() error { return c.next.Flush() }
 
-// resultHash hashes what a row's output says, as written (server text
-// cleaned, time in seconds), but for its row number and source.
-func resultHash(seed maphash.Seed, r output.Result) uint64 {
-	var h maphash.Hash
-	h.SetSeed(seed)
+// hash hashes what a row's output says, as written (server text cleaned,
+// time in seconds), but for its row number and source: every field is
+// copied into one buffer, hashed at once (the check is part of what a run
+// is charged for, so it is kept cheap, not weak).
+func (c *checker) hash(r *output.Result) uint64 {
+	b := c.buf[:0]
 	for _, s := range []string{r.Email, r.Status, r.Reason, r.EnhancedCode, output.CleanMessage(r.SMTPMessage),
 		r.MXHost, r.Provider, r.Egress, r.TypoSuggestion} {
-		h.WriteString(s)
-		h.WriteByte(0)
+		b = append(b, s...)
+		b = append(b, 0)
 	}
 	tri := func(b *bool) byte {
 		switch {
@@ -476,11 +478,9 @@ func resultHash(seed maphash.Seed, r output.Result) uint64 {
 		}
 		return 0
 	}
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(r.CheckedAt.Unix()))
-	h.Write(n[:])
-	binary.LittleEndian.PutUint64(n[:], uint64(r.SMTPCode)<<32|uint64(r.Attempts))
-	h.Write(n[:])
-	h.Write([]byte{tri(r.CatchAll), tri(r.TLS), flag(r.Disposable), flag(r.Free), flag(r.Role)})
-	return h.Sum64()
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.CheckedAt.Unix()))
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.SMTPCode)<<32|uint64(r.Attempts))
+	b = append(b, tri(r.CatchAll), tri(r.TLS), flag(r.Disposable), flag(r.Free), flag(r.Role))
+	c.buf = b
+	return maphash.Bytes(c.seed, b)
 }

@@ -204,13 +204,16 @@ func checkUTF8(s string) (int, string) {
 }
 
 // isAtext reports whether c is an RFC 5322 atext character (ASCII only).
-func isAtext(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+func isAtext(c byte) bool { return atext[c] }
+
+var atext = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		t[c] = 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			strings.IndexByte("!#$%&'*+-/=?^_`{|}~", b) >= 0
 	}
-	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
-}
+	return t
+}()
 
 // normaliseDomain converts d to lower-case A-labels without the trailing dot and
 // checks it. A non-empty reason says what is wrong.
@@ -254,7 +257,7 @@ func normaliseDomain(d string) (domain, reason, detail string) {
 	if labels < 2 {
 		return "", ReasonSyntax, "domain needs at least two labels"
 	}
-	if strings.Trim(tld, "0123456789") == "" {
+	if allDigits(tld) {
 		return "", ReasonSyntax, "top-level label is all-numeric"
 	}
 	return d, "", ""
@@ -285,6 +288,15 @@ func checkLabel(l string) (reason, detail string) {
 		}
 	}
 	return "", ""
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func isASCII(s string) bool {

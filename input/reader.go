@@ -129,7 +129,7 @@ type Record struct {
 // Reader reads records from a CSV file with a header line. It is not safe for
 // concurrent use.
 type Reader struct {
-	csv    *csv.Reader
+	csv    *csvReader
 	header []string
 	col    int
 	row    int
@@ -150,7 +150,7 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 		return nil, fmt.Errorf("input: invalid field separator %q", comma)
 	}
 
-	br := bufio.NewReader(r)
+	br := bufio.NewReaderSize(r, 64<<10)
 	// Drop the BOM before encoding/csv sees it: a BOM followed by a quoted first
 	// field would otherwise be a bare-quote error.
 	b, err := br.Peek(len(bom))
@@ -163,12 +163,12 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 		return nil, fmt.Errorf("input: reading header: %w", err)
 	}
 
-	cr := csv.NewReader(br)
-	cr.Comma = comma
-	cr.FieldsPerRecord = -1 // ragged rows are the caller's to report, per row
-	cr.ReuseRecord = false  // Records are handed to other goroutines
+	// encoding/csv's reading, with ragged rows allowed (they are the
+	// caller's to report, per row) and each record in memory of its own
+	// (Records are handed to other goroutines).
+	cr := newCSVReader(br, comma)
 
-	header, err := cr.Read()
+	header, _, err := cr.read()
 	if err == io.EOF {
 		return nil, &HeaderError{Reason: HeaderEmpty, Column: opts.Column}
 	}
@@ -238,7 +238,7 @@ func (r *Reader) Next() (Record, error) {
 	if r.err != nil {
 		return Record{}, r.err
 	}
-	fields, err := r.csv.Read()
+	fields, line, err := r.csv.read()
 	if err != nil {
 		if err != io.EOF {
 			err = wrapReadErr(err)
@@ -247,7 +247,6 @@ func (r *Reader) Next() (Record, error) {
 		return Record{}, err
 	}
 	r.row++
-	line, _ := r.csv.FieldPos(0)
 	rec := Record{
 		Row:    r.row,
 		Line:   line,

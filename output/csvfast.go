@@ -28,8 +28,9 @@ type fastCSV struct {
 	line     []byte // the line being encoded
 }
 
-func (f *fastCSV) write(inputFields []string, width int, r Result) error {
-	r = r.clean()
+// write encodes r, which it cleans in place (its caller's copy).
+func (f *fastCSV) write(inputFields []string, width int, r *Result) error {
+	cleanServerText(&r.SMTPMessage, &r.MXHost, &r.EnhancedCode, &r.CheckedAt)
 	f.started = false
 	f.line = f.line[:0]
 	for i := range width {
@@ -53,8 +54,8 @@ func (f *fastCSV) write(inputFields []string, width int, r Result) error {
 	f.str(r.EnhancedCode)
 	f.str(r.SMTPMessage)
 	f.str(r.MXHost)
-	f.str(triText(r.CatchAll))
-	f.str(triText(r.TLS))
+	f.raw(triText(r.CatchAll))
+	f.raw(triText(r.TLS))
 	f.num = strconv.AppendInt(f.num[:0], int64(r.Attempts), 10)
 	f.raw(f.num)
 	if !r.CheckedAt.Equal(f.lastTime) || f.lastText == nil {
@@ -64,9 +65,9 @@ func (f *fastCSV) write(inputFields []string, width int, r Result) error {
 	f.raw(f.lastText)
 	f.str(r.Provider)
 	f.str(r.Egress)
-	f.str(strconv.FormatBool(r.Disposable))
-	f.str(strconv.FormatBool(r.Free))
-	f.str(strconv.FormatBool(r.Role))
+	f.raw(boolText(r.Disposable))
+	f.raw(boolText(r.Free))
+	f.raw(boolText(r.Role))
 	f.str(r.TypoSuggestion)
 	f.str(r.Source)
 	f.line = append(f.line, '\n')
@@ -77,11 +78,18 @@ func (f *fastCSV) write(inputFields []string, width int, r Result) error {
 	return err
 }
 
-func triText(b *bool) string {
+func triText(b *bool) []byte {
 	if b == nil {
-		return ""
+		return nil
 	}
-	return strconv.FormatBool(*b)
+	return boolText(*b)
+}
+
+func boolText(b bool) []byte {
+	if b {
+		return []byte("true")
+	}
+	return []byte("false")
 }
 
 func (f *fastCSV) sep() {
@@ -91,7 +99,8 @@ func (f *fastCSV) sep() {
 	f.started = true
 }
 
-// raw writes a cell that never needs quoting or escaping (digits, a time).
+// raw writes a cell that never needs quoting or escaping (digits, a time,
+// true or false).
 func (f *fastCSV) raw(b []byte) {
 	f.sep()
 	f.line = append(f.line, b...)
@@ -102,6 +111,10 @@ func (f *fastCSV) raw(b []byte) {
 func (f *fastCSV) str(s string) {
 	f.sep()
 	if s == "" {
+		return
+	}
+	if plainCell(s) && !(f.formulaSafe && formulaLead(s[0])) {
+		f.line = append(f.line, s...)
 		return
 	}
 	prefix := false
@@ -169,8 +182,17 @@ func hasSpecial(s string) bool {
 
 var special = [256]bool{'\n': true, '\r': true, '"': true, ',': true}
 
+// formulaLead: a cell starting with c gets FormulaSafe's "'".
+func formulaLead(c byte) bool {
+	switch c {
+	case '=', '+', '-', '@', '\t', '\r':
+		return true
+	}
+	return false
+}
+
 // writeFastCSV is how a Result writes itself through fastCSV; the other
 // row kinds go through csvutil.
 func (r Result) writeFastCSV(f *fastCSV, fields []string, width int) (bool, error) {
-	return true, f.write(fields, width, r)
+	return true, f.write(fields, width, &r)
 }

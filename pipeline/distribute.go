@@ -269,7 +269,7 @@ func (r *distRun) read(src *input.Reader) (*grouper, []*partition, error) {
 	batches := make(chan rowBatch, 4)
 	stop := make(chan struct{})
 	defer close(stop)
-	go readRows(src, nil, batches, stop)
+	go readRows(src, nil, batches, nil, stop)
 	for b := range batches {
 		r.sum.Rows += b.read
 		if b.err != nil {
@@ -384,15 +384,17 @@ func (r *distRun) part(ctx context.Context, name string, g *grouper, emit func(W
 	for gi := range g.groups {
 		g.dedupe(gi)
 		grp := &g.groups[gi]
-		dg := distGroup{domain: grp.Domain, addrs: make([]distAddr, 0, len(grp.Addresses))}
+		n := grp.size()
+		dg := distGroup{domain: grp.Domain, addrs: make([]distAddr, 0, n)}
 		counted := false
-		for i, a := range grp.Addresses {
-			key, err := r.rows.add(grp.keys[i], a, grp.rows[i])
+		for i := range n {
+			a, text, rows := grp.at(i)
+			key, err := r.rows.add(text, a, rows)
 			if err != nil {
 				return err
 			}
-			dg.addrs = append(dg.addrs, distAddr{key: key, addr: a, text: grp.keys[i], rows: grp.rows[i]})
-			if !r.w.allSkipped(grp.rows[i]) {
+			dg.addrs = append(dg.addrs, distAddr{key: key, addr: a, text: text, rows: rows})
+			if !r.w.allSkipped(rows) {
 				r.sum.Addresses++
 				counted = true
 			}
@@ -701,7 +703,7 @@ func (r *distRun) recordDomain(domain string, exists bool) bool {
 func (r *distRun) localVerdict(a distAddr, status, reason string) error {
 	v := Verdict{Addr: a.addr, Status: status, Reason: reason, At: r.cfg.Now()}
 	r.signals(&v)
-	if err := r.w.write(a.rows, verdictResult(v, a.text)); err != nil {
+	if err := r.w.write(a.rows, verdictResult(&v, a.text)); err != nil {
 		return err
 	}
 	if reason != verdict.ReasonSkipped {
@@ -731,7 +733,7 @@ func (r *distRun) result(key uint64, v Verdict) error {
 	}
 	v.Addr = rec.addr
 	r.signals(&v)
-	if err := r.w.write(rec.rows, verdictResult(v, rec.text)); err != nil {
+	if err := r.w.write(rec.rows, verdictResult(&v, rec.text)); err != nil {
 		return err
 	}
 	if v.Reason != verdict.ReasonSkipped && v.Reason != verdict.ReasonWorkerFailed {

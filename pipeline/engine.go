@@ -51,14 +51,13 @@ type DomainGroup struct {
 	Domain    string
 	Addresses []input.Address
 
-	// rows are the input rows that asked for each address (parallel to
-	// Addresses; nil when the caller keeps its own map, as find does). A
-	// target carries its rows, so that a decided address frees them.
-	rows []rowRefs
-	// keys are the addresses as text (parallel to Addresses; nil = made
-	// from them): often the input's own strings, so nothing is built per
-	// address.
-	keys []string
+	// compact, when set, holds the addresses instead of Addresses, with
+	// the input rows that asked for each (verify's grouper, deduped in
+	// place: rows.go); the rows of duplicates are in dups, by address. A
+	// target carries its rows, so that a decided address frees them. find
+	// keeps its own map of rows, and sets Addresses.
+	compact []groupedRow
+	dups    map[string][]rowRef
 	// split: the domain's addresses come in several groups (a domain too
 	// big for one partition): they share one domainState, one MX lookup and
 	// one catch-all check.
@@ -241,9 +240,9 @@ func newEngine(ctx context.Context, cfg Config, res *resolve.Resolver, out chan<
 func (e *engine) feed(groups []DomainGroup) {
 	total, counted := 0, 0
 	for _, g := range groups {
-		total += len(g.Addresses)
-		if g.rows != nil {
-			counted += len(g.Addresses)
+		total += g.size()
+		if g.compact != nil {
+			counted += g.size()
 		}
 	}
 	e.router.expect(total)
@@ -288,25 +287,21 @@ func (e *engine) feedGroup(grp DomainGroup) {
 		}
 		e.mu.Unlock()
 	}
-	targets := make([]*target, 0, len(grp.Addresses)+1)
+	n := grp.size()
+	targets := make([]*target, 0, n+1)
 	// Targets are allocated in blocks, not one by one, but small ones: a
 	// block stays in memory while any of its targets does.
 	const blockSize = 64
 	var block []target
-	for i, a := range grp.Addresses {
+	for i := range n {
 		if len(block) == 0 {
-			block = make([]target, min(blockSize, len(grp.Addresses)-i))
+			block = make([]target, min(blockSize, n-i))
 		}
 		t := &block[0]
 		block = block[1:]
-		text := ""
-		if grp.keys != nil {
-			text = grp.keys[i]
-		}
+		a, text, rows := grp.at(i)
 		newTarget(t, a, text, dom)
-		if grp.rows != nil {
-			t.rows = grp.rows[i]
-		}
+		t.rows = rows
 		targets = append(targets, t)
 	}
 	e.resolveDomain(e.workCtx, dom, targets, 0)

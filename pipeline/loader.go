@@ -31,7 +31,13 @@ type loader struct {
 	batch     []readyRow // rows for the writer, sent a batch at a time
 	idle      int        // polls of waitRoom that found connection slots idle, since the last eviction
 	providers map[string]string
-	storeErr  bool // reading the store failed: the rest is probed
+	storeErr  bool       // reading the store failed: the rest is probed
+	total     chan<- int // rows to write, once read (buffered: never blocks)
+	// free are batches the writer is done with, to fill again: a batch
+	// is a few hundred KB, and a million stored rows would allocate a
+	// thousand of them.
+	free   <-chan []readyRow
+	recall *recall
 }
 
 func newLoader(cfg *Config, e *engine, ready chan<- []readyRow, sum *Summary) *loader {
@@ -45,47 +51,81 @@ func newLoader(cfg *Config, e *engine, ready chan<- []readyRow, sum *Summary) *l
 func (l *loader) perPart() int  { return max(1, l.cfg.MemoryRows/4) }
 func (l *loader) lowWater() int { return max(1, l.cfg.MemoryRows/2) }
 
-// run reads all of src, then feeds it to the engine. Nothing is written or
-// probed before the whole input has been read: a malformed file fails
-// first.
+// run reads all of src, then feeds it to the engine. Nothing is probed
+// before the whole input has been read: a malformed file fails first. Rows
+// the store answers are written as they are read (recall).
 func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	g := newGrouper(nil)
 	var parts *partitioner
+	fail := func(err error) error {
+		if parts != nil {
+			parts.close()
+		}
+		return err
+	}
+	// keep holds a row for the engine: grouped in memory, or partitioned
+	// on disk once the input is bigger than MemoryRows.
+	keep := func(p parsedRow) error {
+		if parts != nil {
+			return parts.add(p)
+		}
+		g.add(p)
+		if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
+			var err error
+			if parts, err = l.spill(g, src.Column()); err != nil {
+				return err
+			}
+			g = nil
+		}
+		return nil
+	}
+	if l.cfg.Store != nil && !l.cfg.Refresh {
+		l.recall = newRecall(l)
+		defer l.recall.close()
+	}
 	// Reading and parsing on one core, grouping on the other.
 	batches := make(chan rowBatch, 4)
+	done := make(chan []parsedRow, cap(batches)+1) // batches handled, for readRows to fill again
 	stop := make(chan struct{})
 	defer close(stop)
-	go readRows(src, l.cfg.Skip, batches, stop)
+	go readRows(src, l.cfg.Skip, batches, done, stop)
 	for b := range batches {
 		l.sum.Rows += b.read
 		l.sum.Skipped += b.skipped
 		if b.err != nil {
-			if parts != nil {
-				parts.close()
-			}
-			return fmt.Errorf("reading input: %w", b.err)
+			return fail(fmt.Errorf("reading input: %w", b.err))
 		}
 		for _, p := range b.rows {
-			if parts != nil {
-				if err := parts.add(p); err != nil {
-					parts.close()
-					return err
+			if l.recall != nil {
+				taken, err := l.recall.take(ctx, p, keep)
+				if err != nil {
+					return fail(err)
 				}
-				continue
+				if taken {
+					continue
+				}
 			}
-			g.add(p)
-			if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
-				var err error
-				if parts, err = l.spill(g, src.Column()); err != nil {
-					return err
-				}
-				g = nil
+			if err := keep(p); err != nil {
+				return fail(err)
 			}
 		}
+		if l.recall != nil {
+			if err := l.recall.poll(ctx, keep); err != nil {
+				return fail(err)
+			}
+		}
+		clear(b.rows) // copied where they went
+		select {
+		case done <- b.rows[:0]:
+		default:
+		}
 	}
-	if l.cfg.OnTotal != nil {
-		l.cfg.OnTotal(l.sum.Rows - l.sum.Skipped)
+	if l.recall != nil {
+		if err := l.recall.finish(ctx, keep); err != nil {
+			return fail(err)
+		}
 	}
+	l.total <- l.sum.Rows - l.sum.Skipped // to the writer, which calls OnTotal
 	if parts == nil {
 		l.sum.Memory.Partitions = 1
 		l.dispatch(ctx, g)
@@ -140,14 +180,20 @@ const readRowsBatch = 512
 
 // readRows reads src to its end, parsing each row's address, and sends the
 // rows to out in batches, which it closes at the end, after a batch with
-// the error if reading failed. It stops early when stop is closed.
-func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, stop <-chan struct{}) {
+// the error if reading failed. It fills again the batches it gets back on
+// done. It stops early when stop is closed.
+func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
 	defer close(out)
 	b := rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
 	send := func() bool {
 		select {
 		case out <- b:
-			b = rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+			select {
+			case rows := <-done:
+				b = rowBatch{rows: rows}
+			default:
+				b = rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
+			}
 			return true
 		case <-stop:
 			return false
@@ -180,8 +226,8 @@ func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, stop 
 // bigger than MemoryRows. Domains that already hold more than half a
 // partition's share are spread by address.
 func (l *loader) spill(g *grouper, col int) (*partitioner, error) {
-	for _, grp := range g.groups {
-		if len(grp.Addresses) > l.perPart()/2 {
+	for gi, grp := range g.groups {
+		if g.held(gi) > l.perPart()/2 {
 			l.huge[grp.Domain] = true
 		}
 	}
@@ -199,13 +245,10 @@ func (l *loader) spill(g *grouper, col int) (*partitioner, error) {
 		}
 	}
 	for gi := range g.groups {
-		grp := &g.groups[gi]
-		for i, a := range grp.Addresses {
-			if err := parts.add(parsedRow{ref: grp.rows[i].first, addr: a, key: grp.keys[i]}); err != nil {
-				return fail(err)
-			}
+		if err := g.each(gi, parts.add); err != nil {
+			return fail(err)
 		}
-		g.groups[gi] = DomainGroup{} // written: let it go
+		g.release(gi) // written: let it go
 	}
 	return parts, nil
 }
@@ -323,9 +366,12 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 		l.send(readyRow{rows: rowRefs{first: inv.ref}, res: res})
 	}
 	for _, grp := range g.groups {
-		if !grp.split {
+		switch {
+		case l.recall.met(grp.Domain):
+			// Counted by the recall.
+		case !grp.split:
 			l.sum.Domains++
-		} else if !l.counted[grp.Domain] {
+		case !l.counted[grp.Domain]:
 			l.counted[grp.Domain] = true
 			l.sum.Domains++
 		}
@@ -333,6 +379,11 @@ func (l *loader) dispatch(ctx context.Context, g *grouper) {
 	if l.cfg.Store == nil || l.storeErr || l.cfg.Refresh {
 		l.sum.Addresses += g.dedupeAll()
 		l.e.feed(g.groups)
+		// Each group's addresses and rows are its targets' now: let the
+		// group's arrays go as soon as its targets are made, not when the
+		// whole input has been fed (a tenth of a run's heap, for the
+		// garbage collector to mark again and again).
+		clear(g.groups)
 		return
 	}
 	l.dispatchStored(ctx, g)
@@ -354,7 +405,11 @@ func (l *loader) flush() {
 		return
 	}
 	l.ready <- l.batch
-	l.batch = make([]readyRow, 0, readyBatch)
+	select {
+	case l.batch = <-l.free:
+	default:
+		l.batch = make([]readyRow, 0, readyBatch)
+	}
 }
 
 // dispatchStored looks the batch's domains up in the store, in domain
@@ -362,30 +417,42 @@ func (l *loader) flush() {
 // probing it; each domain's other addresses go to the engine as soon as the
 // scan is past the domain, so probing starts while the scan goes on.
 func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
-	order := make([]int32, len(g.groups))
-	for i := range order {
-		order[i] = int32(i)
+	order := make([]int32, 0, len(g.groups))
+	var feed []DomainGroup
+	for i := range g.groups {
+		if !l.recall.covered(g.groups[i].Domain) {
+			order = append(order, int32(i))
+			continue
+		}
+		// Looked up as it was read: what is left is to be probed.
+		g.dedupe(i)
+		l.sum.Addresses += g.groups[i].size()
+		feed = append(feed, g.groups[i])
+		g.release(i)
+	}
+	if len(feed) > 0 {
+		l.e.feed(feed)
+		feed = nil
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(g.groups[a].Domain, g.groups[b].Domain) })
 	names := make([]string, len(order))
 	for i, gi := range order {
 		names[i] = g.groups[gi].Domain
 	}
-	// Each domain is deduped as the scan reaches it (its map is then at
+	// Each domain is deduped as the scan reaches it (its index is then at
 	// hand for the scan's lookups), or when the scan passes it by.
 	stored := make([][]bool, len(g.groups)) // by group, by address: answered by the store
-	var feed []DomainGroup
-	next := 0 // index in order of the next domain to finish
-	cur, curIdx := int32(-1), map[string]int32(nil)
+	next := 0                               // index in order of the next domain to finish
+	cur, curIdx := int32(-1), (*addrIndex)(nil)
 	finish := func(gi int32) {
 		if gi != cur {
 			g.dedupe(int(gi))
 		}
-		l.sum.Addresses += len(g.groups[gi].Addresses)
-		if grp := probeLeft(g.groups[gi], stored[gi]); len(grp.Addresses) > 0 {
+		l.sum.Addresses += g.groups[gi].size()
+		if grp := probeLeft(g.groups[gi], stored[gi]); grp.size() > 0 {
 			feed = append(feed, grp)
 		}
-		g.groups[gi] = DomainGroup{} // handed on: let it go
+		g.release(int(gi)) // handed on: let it go
 	}
 	finishUpTo := func(upto int) {
 		for ; next < upto; next++ {
@@ -403,15 +470,16 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 		if gi != cur {
 			cur, curIdx = gi, g.dedupe(int(gi))
 		}
-		ai, ok := curIdx[v.Address]
+		ai, ok := curIdx.lookup(v.Address)
 		if !ok || !st.Fresh(v) {
 			return true
 		}
 		if stored[gi] == nil {
-			stored[gi] = make([]bool, len(g.groups[gi].Addresses))
+			stored[gi] = make([]bool, g.groups[gi].size())
 		}
 		stored[gi][ai] = true
-		l.sendStored(v, g.groups[gi].Addresses[ai], g.groups[gi].rows[ai])
+		addr, _, rows := g.groups[gi].at(ai)
+		l.sendStored(v, addr, rows)
 		return true
 	})
 	if err != nil && ctx.Err() == nil {
@@ -425,20 +493,30 @@ func (l *loader) dispatchStored(ctx context.Context, g *grouper) {
 	}
 }
 
-// probeLeft is grp without the addresses the store answered.
+// probeLeft is grp without the addresses the store answered (its rows
+// filtered in place: grp is handed on).
 func probeLeft(grp DomainGroup, stored []bool) DomainGroup {
 	if stored == nil {
 		return grp
 	}
-	out := DomainGroup{Domain: grp.Domain, split: grp.split}
-	for i, a := range grp.Addresses {
+	if grp.compact == nil { // find's
+		out := DomainGroup{Domain: grp.Domain, split: grp.split}
+		for i, a := range grp.Addresses {
+			if !stored[i] {
+				out.Addresses = append(out.Addresses, a)
+			}
+		}
+		return out
+	}
+	kept := grp.compact[:0]
+	for i, r := range grp.compact {
 		if !stored[i] {
-			out.Addresses = append(out.Addresses, a)
-			out.rows = append(out.rows, grp.rows[i])
-			out.keys = append(out.keys, grp.keys[i])
+			kept = append(kept, r)
 		}
 	}
-	return out
+	clear(grp.compact[len(kept):])
+	grp.compact = kept
+	return grp
 }
 
 // sendStored writes a stored verdict for its rows, as the run that probed

@@ -114,10 +114,14 @@ type Config struct {
 	// skipped and the back-off after pushback, so tests can move time
 	// instead of waiting for it; nil = the real clock. Idle timeouts and
 	// SMTP deadlines stay on real time.
-	Clock    clockwork.Clock
-	Now      func() time.Time    // when a verdict was reached (checked_at); nil = Clock.Now
-	OnTotal  func(rows int)      // called once, when the input has been read
-	OnResult func(output.Result) // called for every row written, from one goroutine
+	Clock clockwork.Clock
+	Now   func() time.Time // when a verdict was reached (checked_at); nil = Clock.Now
+	// OnTotal is called once, when the input has been read, and OnResult
+	// for every row written, both from one goroutine (the writer's): rows
+	// answered by the store are written as the input is read, so some
+	// may come before the total.
+	OnTotal  func(rows int)
+	OnResult func(output.Result)
 }
 
 func (c *Config) setDefaults() {
@@ -248,11 +252,14 @@ func Run(ctx context.Context, cfg Config, res *resolve.Resolver, src *input.Read
 	verdicts := make(chan Verdict, 256)
 	ready := make(chan []readyRow, 16)
 	e := newEngine(ctx, cfg, res, verdicts)
-	w := &writer{cfg: &e.cfg, sink: sink, sum: &sum, mem: e.mem, store: e.sink, stopProbing: stopProbing}
+	total := make(chan int, 1)
+	free := make(chan []readyRow, cap(ready))
+	w := &writer{cfg: &e.cfg, sink: sink, sum: &sum, mem: e.mem, store: e.sink, stopProbing: stopProbing, total: total, free: free}
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(verdicts, ready) }()
 
 	l := newLoader(&e.cfg, e, ready, &sum)
+	l.total, l.free = total, free
 	lerr := l.run(ctx, src)
 	close(ready)
 	stats := e.end()

@@ -190,8 +190,9 @@ func (r *router) add(targets []*target) {
 		r.mu.Unlock()
 		return
 	}
+	now := r.cfg.Clock.Now()
 	for _, t := range targets {
-		failed = r.routeLocked(t, failed)
+		failed = r.routeLocked(t, now, failed)
 	}
 	r.notifyLocked()
 	r.mu.Unlock()
@@ -206,8 +207,7 @@ type failedTarget struct {
 // routeLocked queues t at its current MX host, skipping hosts already known
 // to be down. Targets with no usable host left are returned in failed, to be
 // finished outside the lock.
-func (r *router) routeLocked(t *target, failed []failedTarget) []failedTarget {
-	now := r.cfg.Clock.Now()
+func (r *router) routeLocked(t *target, now time.Time, failed []failedTarget) []failedTarget {
 	for {
 		hosts := t.dom.mail.Hosts
 		name := hosts[t.mxIdx].Host
@@ -511,6 +511,7 @@ func (r *router) connectFailed(h *hostQueue, f *hostFailure) {
 // failoverLocked moves targets of a host that is down to each one's next
 // MX host.
 func (r *router) failoverLocked(moved []*target, f *hostFailure, failed []failedTarget) []failedTarget {
+	now := r.cfg.Clock.Now()
 	for _, t := range moved {
 		t.failed = preferFailure(t.failed, f)
 		if int(t.mxIdx)+1 >= len(t.dom.mail.Hosts) {
@@ -518,7 +519,7 @@ func (r *router) failoverLocked(moved []*target, f *hostFailure, failed []failed
 			continue
 		}
 		t.mxIdx++
-		failed = r.routeLocked(t, failed)
+		failed = r.routeLocked(t, now, failed)
 	}
 	return failed
 }

@@ -159,8 +159,12 @@ func unitGroups(id uint32, addrs []input.Address, known map[string]UnitDomain) [
 			groups = append(groups, g)
 		}
 		g := &groups[gi]
-		g.Addresses = append(g.Addresses, a)
-		g.rows = append(g.rows, rowRefs{first: rowRef{row: tag(id, i), fields: unitFields}})
+		g.compact = append(g.compact, groupedRow{
+			ref:      rowRef{row: tag(id, i), fields: unitFields},
+			key:      a.String(),
+			localLen: int32(len(a.Local)),
+			utf8:     a.NeedsSMTPUTF8,
+		})
 	}
 	return groups
 }

@@ -362,6 +362,7 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 	// past its first RCPT, and its cap per connection if not; until then
 	// the transactions of this connection keep to it, and nothing is learnt.
 	txnCapSeen := 0
+	var memo replyMemo // the last RCPT reply read on this connection
 	for {
 		connLimit := e.router.connLimit(h)
 		if onConn >= connLimit {
@@ -485,14 +486,15 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 				e.retryOrFailReply(h, unanswered(batch, i), reply, verdict.StageRcpt)
 				return true, onConn+answered == 0 // pushed back before any answer
 			}
-			d := e.classifyRcpt(reply, h, rcpts[i])
+			d := e.classifyRcpt(&memo, reply, h, rcpts[i])
 			h.stats.reply(reply, d)
 			if d.Reason == verdict.ReasonGreylisted && e.know != nil {
 				e.know.sawGreylisting(h.name)
 			}
 			switch {
 			case refusesEgress(d, reply):
-				refusedBy = &d
+				refused := d // a copy: taking d's own address would allocate it for every reply
+				refusedBy = &refused
 			case d.Reason == verdict.ReasonRateLimited:
 				slowDown = true
 			}
@@ -535,7 +537,9 @@ func (e *engine) serve(ctx context.Context, h *hostQueue, sess *probe.Session, e
 				suspects = append(suspects, t)
 				continue
 			}
-			e.conclude(t, d.Status, d.Reason, &reply, h.name)
+			// &replies[i], not &reply: a loop variable whose address is
+			// taken is allocated for every reply.
+			e.conclude(t, d.Status, d.Reason, &replies[i], h.name)
 		}
 		if refusedBy != nil && eg != nil {
 			// Our address is refused: this egress asks the operator no
@@ -820,9 +824,36 @@ func (e *engine) classify(r probe.Reply, stage verdict.Stage, h *hostQueue) verd
 	return e.replies.classify(e.cfg.Replies, verdict.Input{Reply: r, Stage: stage, Operator: h.operator}, "")
 }
 
-// classifyRcpt reads h's reply to RCPT TO:<rcpt>.
-func (e *engine) classifyRcpt(r probe.Reply, h *hostQueue, rcpt string) verdict.Decision {
-	return e.replies.classify(e.cfg.Replies, verdict.Input{Reply: r, Stage: verdict.StageRcpt, Operator: h.operator}, rcpt)
+// classifyRcpt reads h's reply to RCPT TO:<rcpt>. memo holds the session's
+// last readings: a server answers most recipients with a few replies, and
+// one that reads like a recent one, the recipient taken out, needs neither
+// the cache's lock nor its hashing.
+func (e *engine) classifyRcpt(memo *replyMemo, r probe.Reply, h *hostQueue, rcpt string) verdict.Decision {
+	in := verdict.Input{Reply: r, Stage: verdict.StageRcpt, Operator: h.operator}
+	k, ok := replyKeyOf(in, rcpt)
+	if !ok {
+		return e.cfg.Replies.Classify(in) // not worth a key of that size
+	}
+	for i := range memo.n {
+		if memo.keys[i] == k {
+			return memo.ds[i]
+		}
+	}
+	d := e.replies.classifyKey(e.cfg.Replies, in, k)
+	// The key's texts are parts of a reply line, a string of its own
+	// (probe's): keeping them keeps nothing more.
+	i := memo.next % len(memo.keys)
+	memo.keys[i], memo.ds[i] = k, d
+	memo.next++
+	memo.n = min(memo.n+1, len(memo.keys))
+	return d
+}
+
+// replyMemo is a session's last readings of replies, by their keys.
+type replyMemo struct {
+	keys    [4]replyKey
+	ds      [4]verdict.Decision
+	n, next int
 }
 
 // replyCache remembers how replies were read. A server answers most
@@ -855,14 +886,19 @@ type replyKey struct {
 const maxCachedReplies = 4096
 
 func (c *replyCache) classify(table *verdict.Table, in verdict.Input, rcpt string) verdict.Decision {
-	text := ""
-	if len(in.Reply.Lines) == 1 {
-		text = in.Reply.Lines[0]
-	} else {
-		text = in.Reply.Text()
-	}
-	if len(text) > maxKeptReplyText {
+	k, ok := replyKeyOf(in, rcpt)
+	if !ok {
 		return table.Classify(in) // not worth a key of that size
+	}
+	return c.classifyKey(table, in, k)
+}
+
+// replyKeyOf is the key of reading in, with rcpt taken out of its text;
+// false for a text too long to be worth a key.
+func replyKeyOf(in verdict.Input, rcpt string) (replyKey, bool) {
+	text := replyText(in.Reply)
+	if len(text) > maxKeptReplyText {
+		return replyKey{}, false
 	}
 	k := replyKey{stage: in.Stage, operator: in.Operator, code: in.Reply.Code, enhanced: in.Reply.Enhanced, text: text}
 	if rcpt != "" {
@@ -870,13 +906,26 @@ func (c *replyCache) classify(table *verdict.Table, in verdict.Input, rcpt strin
 			k.text, k.after = text[:i], text[i+len(rcpt):]
 		}
 	}
+	return k, true
+}
+
+// replyText is the text of r on one line (no copy for one line).
+func replyText(r probe.Reply) string {
+	if len(r.Lines) == 1 {
+		return r.Lines[0]
+	}
+	return r.Text()
+}
+
+// classifyKey is classify of in, whose key is k.
+func (c *replyCache) classifyKey(table *verdict.Table, in verdict.Input, k replyKey) verdict.Decision {
 	c.mu.Lock()
 	d, ok := c.m[k]
 	c.mu.Unlock()
 	if ok {
 		return d
 	}
-	if k.text != text {
+	if k.text != replyText(in.Reply) { // the recipient was taken out
 		in.Reply = probe.Reply{Code: in.Reply.Code, Enhanced: in.Reply.Enhanced, Lines: []string{k.text + k.after}}
 	}
 	d = table.Classify(in)

@@ -101,19 +101,26 @@ func ParseReply(text string) (Reply, error) {
 // An EOF before the first byte is returned as io.EOF; inside a reply it is
 // io.ErrUnexpectedEOF.
 func readReply(br *bufio.Reader, maxLine, maxLines int, trace func(line []byte)) (Reply, error) {
-	var (
-		r   Reply
-		buf []byte
-	)
+	var scratch []byte
+	return readReplyInto(br, maxLine, maxLines, trace, &scratch, nil)
+}
+
+// readReplyInto is readReply reading lines into *scratch (which it may
+// grow, and which holds nothing of the reply afterwards) and keeping the
+// reply's lines in lines (len 0; appended to, so a reply of more lines
+// than its capacity gets a slice of its own): a session reading thousands
+// of replies allocates little per reply.
+func readReplyInto(br *bufio.Reader, maxLine, maxLines int, trace func(line []byte), scratch *[]byte, lines []string) (Reply, error) {
+	r := Reply{Lines: lines}
 	for n := 1; ; n++ {
-		line, err := readLine(br, maxLine, buf[:0])
+		line, err := readLine(br, maxLine, (*scratch)[:0])
 		if err != nil {
 			if err == io.EOF && n > 1 {
 				err = io.ErrUnexpectedEOF
 			}
 			return Reply{}, err
 		}
-		buf = line
+		*scratch = line
 		if trace != nil {
 			trace(line)
 		}

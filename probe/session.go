@@ -2,6 +2,7 @@ package probe
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/bulkverify/bulkverify/internal/ascii"
 )
 
 // Config holds the settings of one session. The zero value of every field but
@@ -121,6 +124,10 @@ type Session struct {
 	closed     atomic.Bool
 	closeOnce  sync.Once
 	roundTrips atomic.Int64
+
+	// Buffers reused from one command to the next: the commands of a
+	// pipelined group, and the reply line being read.
+	wbuf, lineBuf []byte
 }
 
 // Dial connects to addr ("ip:port"), reads the 220 banner and greets with
@@ -292,11 +299,25 @@ func (s *Session) Mail(ctx context.Context, smtputf8 bool) (Reply, error) {
 }
 
 func (s *Session) mailLine(smtputf8 bool) string {
-	line := "MAIL FROM:<" + s.cfg.MailFrom + ">"
+	return string(s.appendMail(nil, smtputf8))
+}
+
+// appendMail appends the MAIL command, without its line ending.
+func (s *Session) appendMail(b []byte, smtputf8 bool) []byte {
+	b = append(b, "MAIL FROM:<"...)
+	b = append(b, s.cfg.MailFrom...)
+	b = append(b, '>')
 	if smtputf8 {
-		line += " SMTPUTF8"
+		b = append(b, " SMTPUTF8"...)
 	}
-	return line
+	return b
+}
+
+// appendRcpt appends the RCPT command of address, with its line ending.
+func appendRcpt(b []byte, address string) []byte {
+	b = append(b, "RCPT TO:<"...)
+	b = append(b, address...)
+	return append(b, ">\r\n"...)
 }
 
 // TxnReplies are the replies to one Transaction. Reset is nil when no RSET
@@ -340,15 +361,17 @@ func (s *Session) Transaction(ctx context.Context, reset, smtputf8 bool, address
 	if s.closed.Load() {
 		return out, ErrClosed
 	}
-	lines := make([]string, 0, len(addresses)+2)
+	cmds, n := s.wbuf[:0], len(addresses)+1
 	if reset {
-		lines = append(lines, "RSET")
+		cmds = append(cmds, "RSET\r\n"...)
+		n++
 	}
-	lines = append(lines, s.mailLine(smtputf8))
+	cmds = append(s.appendMail(cmds, smtputf8), "\r\n"...)
 	for _, a := range addresses {
-		lines = append(lines, "RCPT TO:<"+a+">")
+		cmds = appendRcpt(cmds, a)
 	}
-	replies, err := s.pipeline(ctx, lines)
+	s.wbuf = cmds
+	replies, err := s.pipeline(ctx, cmds, n)
 	if reset {
 		if len(replies) == 0 {
 			return out, err
@@ -389,84 +412,104 @@ func (s *Session) Reset(ctx context.Context) (Reply, error) {
 // in the replies; if addresses remain unanswered after it, the error wraps
 // ErrClosed. Invalid addresses are refused before anything is sent.
 func (s *Session) RcptBatch(ctx context.Context, addresses []string) ([]Reply, error) {
-	lines := make([]string, len(addresses))
 	for i, a := range addresses {
 		if err := checkArg("recipient address", a, false); err != nil {
 			return nil, fmt.Errorf("%w (batch index %d)", err, i)
 		}
-		lines[i] = "RCPT TO:<" + a + ">"
 	}
-	if len(lines) == 0 {
+	if len(addresses) == 0 {
 		return nil, nil
 	}
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	if !s.Supports("PIPELINING") {
-		replies := make([]Reply, 0, len(lines))
-		for _, l := range lines {
-			r, err := s.command(ctx, l, "RCPT")
+		replies := make([]Reply, 0, len(addresses))
+		for _, a := range addresses {
+			r, err := s.command(ctx, "RCPT TO:<"+a+">", "RCPT")
 			if err != nil {
 				return replies, err
 			}
 			replies = append(replies, r)
-			if r.Code == 421 && len(replies) < len(lines) {
-				return replies, closedAfter(len(replies), len(lines))
+			if r.Code == 421 && len(replies) < len(addresses) {
+				return replies, closedAfter(len(replies), len(addresses))
 			}
 		}
 		return replies, nil
 	}
-	return s.pipeline(ctx, lines)
+	cmds := s.wbuf[:0]
+	for _, a := range addresses {
+		cmds = appendRcpt(cmds, a)
+	}
+	s.wbuf = cmds
+	return s.pipeline(ctx, cmds, len(addresses))
 }
 
 func closedAfter(n, total int) error {
 	return fmt.Errorf("probe: server sent 421 after %d of %d recipients: %w", n, total, ErrClosed)
 }
 
-// pipeline writes all lines at once and reads one reply per line. The write
-// runs in its own goroutine so that a large batch cannot deadlock with a
-// server that blocks writing replies we have not read yet.
-func (s *Session) pipeline(ctx context.Context, lines []string) ([]Reply, error) {
+// pipeline writes n commands (cmds, each line with its CRLF) at once and
+// reads one reply per command. It returns only once the write is over, so
+// cmds can be reused then. A big group is written from a goroutine of its
+// own, so that it cannot deadlock with a server that blocks writing
+// replies we have not read yet; a small one (syncWriteMax) fits in any
+// socket buffer, and is written at once.
+func (s *Session) pipeline(ctx context.Context, cmds []byte, n int) ([]Reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("probe: RCPT: %w", err)
 	}
 	if err := s.inStep(ctx, "RCPT"); err != nil {
 		return nil, err
 	}
-	var b strings.Builder
-	for _, l := range lines {
-		s.trace("C: ", l)
-		b.WriteString(l)
-		b.WriteString("\r\n")
+	if s.cfg.Transcript != nil {
+		for _, l := range strings.SplitAfter(string(cmds), "\r\n") {
+			if l != "" {
+				s.trace("C: ", strings.TrimSuffix(l, "\r\n"))
+			}
+		}
 	}
 	disarm := s.arm(ctx, s.cfg.CommandTimeout)
 	defer disarm()
 
 	werr := make(chan error, 1)
-	go func() {
-		_, err := io.WriteString(s.conn, b.String())
+	if len(cmds) <= syncWriteMax {
+		_, err := s.conn.Write(cmds)
 		werr <- err
-	}()
+	} else {
+		go func() {
+			_, err := s.conn.Write(cmds)
+			werr <- err
+		}()
+	}
 	s.roundTrips.Add(1)
 
-	replies := make([]Reply, 0, len(lines))
+	replies := make([]Reply, 0, n)
+	lines := make([]string, n) // each reply's first line: one allocation for the group
 	var err error
-	for range lines {
-		// Each reply extends the deadlines, so a slow but progressing
-		// server is bounded per reply rather than per batch.
-		if err = s.extend(ctx, s.cfg.CommandTimeout); err != nil {
+	for i := range n {
+		// A reply that has to be read from the connection extends the
+		// deadlines first, so a slow but progressing server is bounded per
+		// reply rather than per batch; one already read (most of a group's
+		// replies arrive together) needs no deadline.
+		if !s.replyBuffered() {
+			err = s.extend(ctx, s.cfg.CommandTimeout)
+		} else {
+			err = ctx.Err()
+		}
+		if err != nil {
 			break
 		}
 		var r Reply
-		r, err = readReply(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine)
+		r, err = readReplyInto(s.br, s.cfg.MaxLineLength, s.cfg.MaxReplyLines, s.traceLine, &s.lineBuf, lines[i:i:i+1])
 		if err != nil {
 			break
 		}
 		replies = append(replies, r)
 		if r.Code == 421 {
 			s.shutdown()
-			if len(replies) < len(lines) {
-				err = closedAfter(len(replies), len(lines))
+			if len(replies) < n {
+				err = closedAfter(len(replies), n)
 			}
 			<-werr
 			return replies, err
@@ -488,6 +531,23 @@ func (s *Session) pipeline(ctx context.Context, lines []string) ([]Reply, error)
 		return nil, err
 	}
 	return replies, nil
+}
+
+// syncWriteMax is the largest group of commands written without a
+// goroutine: far below any TCP socket's buffers, so the write cannot wait
+// for the server to read.
+const syncWriteMax = 4 << 10
+
+// replyBuffered reports whether a whole one-line reply has already been
+// read from the connection, so reading it needs no I/O.
+func (s *Session) replyBuffered() bool {
+	b, _ := s.br.Peek(s.br.Buffered())
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return false
+	}
+	line := bytes.TrimSuffix(b[:i], []byte("\r"))
+	return len(line) == 3 || len(line) > 3 && line[3] == ' '
 }
 
 // inStep checks that no reply is waiting that no command asked for, before
@@ -658,6 +718,14 @@ func (s *Session) traceLine(line []byte) {
 func CheckAddress(address string) error { return checkArg("address", address, false) }
 
 func checkArg(what, v string, helo bool) error {
+	if plainArg(v) {
+		return nil // the common case, checked without decoding runes
+	}
+	return checkRunes(what, v, helo)
+}
+
+// checkRunes is checkArg rune by rune.
+func checkRunes(what, v string, helo bool) error {
 	if !utf8.ValidString(v) {
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrBadArgument, what, v)
 	}
@@ -667,4 +735,24 @@ func checkArg(what, v string, helo bool) error {
 		}
 	}
 	return nil
+}
+
+// plainArg reports whether v is printable ASCII without spaces or angle
+// brackets: what checkArg accepts in every case, recognised 8 bytes at a
+// time (twice per address and run: the engine's check, then the
+// command's).
+func plainArg(v string) bool {
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := ascii.Load(v, i)
+		if ascii.HasLess(x, '!')|ascii.HasHigh(x)|ascii.HasByte(x, 0x7f)|ascii.HasByte(x, '<')|ascii.HasByte(x, '>') != 0 {
+			return false
+		}
+	}
+	for ; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c > '~' || c == '<' || c == '>' {
+			return false
+		}
+	}
+	return true
 }

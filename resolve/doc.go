@@ -11,5 +11,7 @@
 // standard resolver hides the distinctions above. Answers, positive and
 // negative, are kept in an LRU cache for their DNS TTL, and concurrent
 // lookups of the same name and type share one query, so a list with a
-// million addresses at one domain costs one MX query.
+// million addresses at one domain costs one MX query. UDP sockets are
+// reused for a bounded number of queries (pool.go says how that keeps
+// source ports changing).
 package resolve

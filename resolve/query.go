@@ -139,7 +139,7 @@ func (r *Resolver) try(ctx context.Context, server, fqdn string, qtype uint16) (
 	m.SetEdns0(ednsUDPSize, false)
 
 	r.queries.Add(1)
-	resp, _, err := r.udp.ExchangeContext(ctx, m, server)
+	resp, err := r.udp.exchange(ctx, m, server)
 	if err == nil && resp.Truncated {
 		r.queries.Add(1)
 		resp, _, err = r.tcp.ExchangeContext(ctx, m, server)

@@ -98,7 +98,7 @@ type Resolver struct {
 	maxTTL      time.Duration
 	negativeTTL time.Duration
 	now         func() time.Time
-	udp         *dns.Client
+	udp         *udpPool
 	tcp         *dns.Client
 
 	cache  *lru.Cache[cacheKey, entry]
@@ -149,7 +149,7 @@ func New(cfg Config) (*Resolver, error) {
 		maxTTL:      cfg.MaxTTL,
 		negativeTTL: cfg.NegativeTTL,
 		now:         cfg.Now,
-		udp:         &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: ednsUDPSize},
+		udp:         newUDPPool(&dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: ednsUDPSize}),
 		tcp:         &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
 		cache:       cache,
 	}, nil

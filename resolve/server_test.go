@@ -24,6 +24,7 @@ type testServer struct {
 	counts map[string]int // "name TYPE" -> queries over UDP and TCP
 	tcp    map[string]int // "name TYPE" -> queries over TCP only
 	reqs   []*dns.Msg
+	from   []string // the source address of each request
 }
 
 func qkey(name string, qtype uint16) string {
@@ -53,6 +54,13 @@ func (s *testServer) total() int {
 	return n
 }
 
+// sources returns the source address of each request, in order.
+func (s *testServer) sources() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.from...)
+}
+
 func (s *testServer) requests() []*dns.Msg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -77,6 +85,7 @@ func startServer(t *testing.T, script reply) *testServer {
 			s.tcp[k]++
 		}
 		s.reqs = append(s.reqs, req.Copy())
+		s.from = append(s.from, w.RemoteAddr().String())
 		s.mu.Unlock()
 		if resp := script(req, isTCP, n); resp != nil {
 			_ = w.WriteMsg(resp)

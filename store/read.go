@@ -37,68 +37,116 @@ func (s *Store) LookupDomain(ctx context.Context, namespaces []string, domain st
 // forward, never searched again). fn gets the index of the verdict's domain
 // in domains. It returns how many verdicts it gave.
 func (s *Store) LookupDomains(ctx context.Context, namespaces []string, domains []string, fn func(i int, v Verdict) bool) (int, error) {
-	for _, ns := range namespaces {
-		if err := ValidateNamespace(ns); err != nil {
-			return 0, err
-		}
-	}
-	if len(namespaces) == 0 {
-		return 0, fmt.Errorf("%w: no namespace to look in", ErrBadKey)
-	}
 	type found struct {
 		i int
 		v Verdict
 	}
-	cutoff := s.cutoff()
 	d := &decoder{intern: true}
 	buf := make([]found, 0, lookupBatch)
 	given := 0
-	// The next verdict to read: domain di, addresses after "after" ("" =
-	// from its first).
-	di, after := 0, ""
-	for di < len(domains) {
-		if err := ctx.Err(); err != nil {
-			return given, err
+	var derr error
+	err := s.scanDomains(ctx, namespaces, domains, func(r *rawVerdict) bool {
+		v := Verdict{Namespace: namespaces[r.ns], Domain: domains[r.domain], Address: string(r.addr)}
+		if err := decodeVerdict(d, r.val, &v); err != nil {
+			derr = s.corrupt(fmt.Sprintf("segment %d", r.seg), r.key, err)
+			return false
+		}
+		buf = append(buf, found{r.domain, v})
+		return true
+	}, func() bool {
+		if derr != nil {
+			return false
+		}
+		for _, f := range buf {
+			given++
+			if !fn(f.i, f.v) {
+				return false
+			}
 		}
 		buf = buf[:0]
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	return given, err
+}
+
+// rawVerdict is a verdict as the scan meets it, still encoded: its slices
+// are valid only until the scan moves on.
+type rawVerdict struct {
+	domain int    // index in the domains scanned
+	ns     int    // index in the namespaces scanned
+	key    []byte // the whole key
+	addr   []byte // the address part of key
+	val    []byte
+	at     int64 // checked_at, Unix seconds
+	seg    uint64
+}
+
+// scanDomains calls visit, in (domain, address) order, with each unexpired
+// verdict of domains stored in any of namespaces, an address stored in
+// several namespaces once (its most recent verdict; the earlier namespace
+// on a tie), until visit returns false. It reads in short transactions (see
+// lookupBatch) and calls between after each, outside it; false from between
+// stops the scan too.
+func (s *Store) scanDomains(ctx context.Context, namespaces []string, domains []string, visit func(*rawVerdict) bool, between func() bool) error {
+	for _, ns := range namespaces {
+		if err := ValidateNamespace(ns); err != nil {
+			return err
+		}
+	}
+	if len(namespaces) == 0 {
+		return fmt.Errorf("%w: no namespace to look in", ErrBadKey)
+	}
+	cutoff := s.cutoff()
+	// The next verdict to read: domain di, addresses after "after" (nil =
+	// from its first).
+	di, after := 0, []byte(nil)
+	stop := false
+	for di < len(domains) && !stop {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		err := s.db.View(func(tx *bolt.Tx) error {
 			segs, err := s.readSegments(tx)
 			if err != nil {
 				return err
 			}
-			sc := newScanner(s, tx, segs, namespaces, d, cutoff)
-			for n := 0; n < lookupDomains && di < len(domains); n++ {
+			sc := newScanner(s, tx, segs, namespaces, cutoff)
+			n := 0
+			for nd := 0; nd < lookupDomains && di < len(domains); nd++ {
 				if !validKeyPart(domains[di]) {
-					di, after = di+1, ""
+					di, after = di+1, nil
 					continue // no such key can have been stored
 				}
 				full := false
-				err := sc.scan(domains[di], after, func(v Verdict) bool {
-					buf = append(buf, found{di, v})
-					if len(buf) == lookupBatch {
-						full, after = true, v.Address
+				err := sc.scan(di, domains[di], after, func(r *rawVerdict) bool {
+					if !visit(r) {
+						stop = true
+						return false
+					}
+					if n++; n == lookupBatch {
+						full, after = true, append(after[:0:0], r.addr...)
 						return false
 					}
 					return true
 				})
-				if err != nil || full {
+				if err != nil || full || stop {
 					return err
 				}
-				di, after = di+1, ""
+				di, after = di+1, nil
 			}
 			return nil
 		})
 		if err != nil {
-			return given, err
+			return err
 		}
-		for _, f := range buf {
-			given++
-			if !fn(f.i, f.v) {
-				return given, nil
-			}
+		if !between() {
+			return nil
 		}
 	}
-	return given, nil
+	return nil
 }
 
 // Get returns the verdict of address stored in any of namespaces (the most
@@ -171,40 +219,45 @@ type scanner struct {
 	tx         *bolt.Tx
 	segs       []segMeta
 	namespaces []string
-	d          *decoder
 	cutoff     int64
 	its        [][]*segIter // per namespace, per segment
+	curs       []*nsCursor  // per namespace
+	live       []*nsCursor
+	raw        rawVerdict
 }
 
-func newScanner(s *Store, tx *bolt.Tx, segs []segMeta, namespaces []string, d *decoder, cutoff int64) *scanner {
-	sc := &scanner{s: s, tx: tx, segs: segs, namespaces: namespaces, d: d, cutoff: cutoff}
+func newScanner(s *Store, tx *bolt.Tx, segs []segMeta, namespaces []string, cutoff int64) *scanner {
+	sc := &scanner{s: s, tx: tx, segs: segs, namespaces: namespaces, cutoff: cutoff}
 	sc.its = make([][]*segIter, len(namespaces))
 	for n := range namespaces {
 		for rank, m := range segs {
 			sc.its[n] = append(sc.its[n], newSegIter(s, tx, m, rank))
 		}
+		sc.curs = append(sc.curs, &nsCursor{ns: n})
 	}
 	return sc
 }
 
 // nsCursor is one namespace's merged view of a domain.
 type nsCursor struct {
-	ns     string
+	ns     int
 	m      *mergeIter
 	prefix int // length of "ns\0domain\0"
 	ok     bool
-	v      Verdict
+	at     int64  // checked_at of the current verdict
+	addr   []byte // its address
 }
 
-// scan gives fn the verdicts of domain whose address comes after after
-// ("" = all of them).
-func (sc *scanner) scan(domain, after string, fn func(Verdict) bool) error {
-	curs := make([]*nsCursor, 0, len(sc.namespaces))
+// scan gives fn the verdicts of domain (index di) whose address comes
+// after after (nil = all of them). fn's argument is valid until it returns.
+func (sc *scanner) scan(di int, domain string, after []byte, fn func(*rawVerdict) bool) error {
+	curs := sc.live[:0]
+	var prefix []byte
 	for n, ns := range sc.namespaces {
-		prefix := domainPrefix(ns, domain)
+		prefix = verdictKey(prefix[:0], ns, domain, "")
 		end := prefixEnd(prefix)
 		start := prefix
-		if after != "" {
+		if after != nil {
 			start = append(append(bytes.Clone(prefix), after...), 0) // the first key after it
 		}
 		its := make([]*segIter, 0, len(sc.its[n]))
@@ -217,31 +270,35 @@ func (sc *scanner) scan(domain, after string, fn func(Verdict) bool) error {
 				its = append(its, it)
 			}
 		}
-		c := &nsCursor{ns: ns, m: newMergeIter(its), prefix: len(prefix)}
-		if err := sc.advance(c, domain); err != nil {
+		c := sc.curs[n]
+		c.m, c.prefix = newMergeIter(its), len(prefix)
+		if err := sc.advance(c); err != nil {
 			return err
 		}
 		if c.ok {
 			curs = append(curs, c)
 		}
 	}
+	defer func() { sc.live = curs[:0] }()
+	r := &sc.raw
 	for len(curs) > 0 {
 		// The smallest address; of equal ones, the most recent verdict.
-		best := 0
-		for i := 1; i < len(curs); i++ {
-			a, b := curs[i].v, curs[best].v
-			if a.Address < b.Address || a.Address == b.Address && a.CheckedAt.After(b.CheckedAt) {
-				best = i
+		best := curs[0]
+		for _, c := range curs[1:] {
+			cmp := bytes.Compare(c.addr, best.addr)
+			if cmp < 0 || cmp == 0 && c.at > best.at {
+				best = c
 			}
 		}
-		v := curs[best].v
-		if !fn(v) {
+		*r = rawVerdict{domain: di, ns: best.ns, key: best.m.key, addr: best.addr, val: best.m.val, at: best.at, seg: best.m.from.id}
+		if !fn(r) {
 			return nil
 		}
+		addr := r.addr
 		live := curs[:0]
 		for _, c := range curs {
-			if c.v.Address == v.Address {
-				if err := sc.advance(c, domain); err != nil {
+			if bytes.Equal(c.addr, addr) {
+				if err := sc.advance(c); err != nil {
 					return err
 				}
 			}
@@ -255,21 +312,18 @@ func (sc *scanner) scan(domain, after string, fn func(Verdict) bool) error {
 }
 
 // advance moves c to its next unexpired verdict.
-func (sc *scanner) advance(c *nsCursor, domain string) error {
+func (sc *scanner) advance(c *nsCursor) error {
 	for {
 		ok, err := c.m.next()
 		if err != nil || !ok {
 			c.ok = false
 			return err
 		}
-		if at, _ := valueCheckedAt(c.m.val); at < sc.cutoff {
+		at, _ := valueCheckedAt(c.m.val)
+		if at < sc.cutoff {
 			continue
 		}
-		c.v = Verdict{Namespace: c.ns, Domain: domain, Address: string(c.m.key[c.prefix:])}
-		if err := decodeVerdict(sc.d, c.m.val, &c.v); err != nil {
-			return sc.s.corrupt(fmt.Sprintf("segment %d", c.m.from.id), c.m.key, err)
-		}
-		c.ok = true
+		c.at, c.addr, c.ok = at, c.m.key[c.prefix:], true
 		return nil
 	}
 }

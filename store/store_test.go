@@ -204,6 +204,9 @@ func TestFreshness(t *testing.T) {
 			if got := tt.f.VerdictFresh(tt.v, now); got != tt.want {
 				t.Errorf("VerdictFresh = %v, want %v (lifetime %v)", got, tt.want, tt.f.Lifetime(tt.v.Status, tt.v.Reason))
 			}
+			if got := tt.f.freshAt(tt.v.CheckedAt.Unix(), tt.v.Status, tt.v.Reason, now); got != tt.want {
+				t.Errorf("freshAt (LoadFresh's) = %v, want %v", got, tt.want)
+			}
 		})
 	}
 	ca := func(tri Tri, age time.Duration) DomainInfo {

@@ -227,7 +227,14 @@ type decoder struct {
 	recent [fieldSlots][4]string
 	next   [fieldSlots]uint8
 	intern bool
+	// words holds the values met before, beyond the recent ones (a run
+	// meets a host name per domain, a hundred in turn): bounded, started
+	// afresh when full.
+	words map[string]string
 }
+
+// maxInternedWords bounds decoder.words.
+const maxInternedWords = 4096
 
 // Fields whose values repeat from verdict to verdict.
 const (
@@ -279,7 +286,14 @@ func (d *decoder) word(field int) string {
 			return s
 		}
 	}
-	s := string(b)
+	s, ok := d.words[string(b)]
+	if !ok {
+		if d.words == nil || len(d.words) >= maxInternedWords {
+			d.words = make(map[string]string)
+		}
+		s = string(b)
+		d.words[s] = s
+	}
 	slots[d.next[field]%4] = s
 	d.next[field]++
 	return s

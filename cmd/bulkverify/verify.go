@@ -456,10 +456,13 @@ func countsLine(m map[string]int) string {
 }
 
 // progress is the optional progress bar; every method is a no-op when it is off.
+// Its methods are called from one goroutine (pipeline.Config.OnTotal's and
+// OnResult's).
 type progress struct {
-	w   io.Writer
-	on  bool
-	bar *progressbar.ProgressBar
+	w     io.Writer
+	on    bool
+	bar   *progressbar.ProgressBar
+	early int // rows written before the total was known (answered by the store)
 }
 
 func newProgress(mode string, stderr io.Writer) *progress {
@@ -485,11 +488,17 @@ func (p *progress) start(total int) {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
+	if p.early > 0 {
+		p.bar.Add(p.early)
+	}
 }
 
 func (p *progress) row() {
-	if p.bar != nil {
+	switch {
+	case p.bar != nil:
 		p.bar.Add(1)
+	case p.on:
+		p.early++
 	}
 }
 
