@@ -16,6 +16,7 @@ import (
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/pipeline"
 	"github.com/bulkverify/bulkverify/probe"
+	"github.com/bulkverify/bulkverify/signals"
 )
 
 // Workload is one benchmark world and the limits both strategies run under.
@@ -65,6 +66,9 @@ type Workload struct {
 	// one measured.
 	Rerun       bool
 	ChangeEvery int
+	// Signals runs bulkverify with the built-in signals (disposable, free,
+	// role, typo), as the CLI does by default.
+	Signals bool
 }
 
 // L1 is the latency-bound workload of issue 6: 20,000 addresses over 400
@@ -134,6 +138,14 @@ func C2() Workload {
 func C1Store() Workload {
 	w := C1()
 	w.Name, w.Store = "C1-store", true
+	return w
+}
+
+// C1Signals is C1 with the built-in signals computed for every address:
+// what the facts that need no network cost.
+func C1Signals() Workload {
+	w := C1()
+	w.Name, w.Signals = "C1-signals", true
 	return w
 }
 
@@ -432,7 +444,16 @@ func (w Workload) PipelineConfig(smtpPort int) pipeline.Config {
 		NoCatchAllCheck:       w.NoCatchAllCheck,
 		MemoryRows:            w.MemoryRows,
 		Operators:             w.operators(),
+		Signals:               w.signals(),
 	}
+}
+
+// signals is the workload's signal set: the built-in one, or none.
+func (w Workload) signals() *signals.Set {
+	if !w.Signals {
+		return nil
+	}
+	return signals.Default()
 }
 
 // operators is the operator table of the workload: the built-in one, or
