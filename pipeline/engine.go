@@ -42,7 +42,6 @@ type Verdict struct {
 
 	text   string  // Addr as text
 	rows   rowRefs // the input rows it answers (verify); empty for find and Probe
-	raw    string  // the input's text, for a row with no address to probe (invalid)
 	stored bool    // reused from the store, not probed in this run
 }
 
