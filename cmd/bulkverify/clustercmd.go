@@ -33,18 +33,10 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			"done, and its progress per MX host. Reads JetStream only.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	positional, err := parseInterspersed(fs, args[1:])
-	if err == flag.ErrHelp {
-		return exitOK
+	if code, ok := noArguments(fs, args[1:], "cluster status", stderr); !ok {
+		return code
 	}
-	if err != nil {
-		return exitUsage
-	}
-	if len(positional) != 0 {
-		fmt.Fprintf(stderr, "bulkverify cluster status: takes no arguments, got %q\n", positional)
-		return exitUsage
-	}
-	err = clusterStatus(ctx, sf, fs, *natsURL, *asJSON, *hosts, stdout)
+	err := clusterStatus(ctx, sf, fs, *natsURL, *asJSON, *hosts, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulkverify cluster status: %v\n", err)
 	}

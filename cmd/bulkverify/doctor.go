@@ -26,17 +26,8 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			"pass, warn or fail per check with a fix. Exit 0: no fail; 1: something failed; 2: bad flags.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	positional, err := parseInterspersed(fs, args)
-	if err == flag.ErrHelp {
-		return exitOK
-	}
-	if err != nil {
-		return exitUsage
-	}
-	if len(positional) != 0 {
-		fmt.Fprintf(stderr, "bulkverify doctor: takes no arguments, got %q\n", positional)
-		fs.Usage()
-		return exitUsage
+	if code, ok := noArguments(fs, args, "doctor", stderr); !ok {
+		return code
 	}
 	checks, err := doctor(ctx, sf, fs, stderr)
 	if err != nil {

@@ -88,6 +88,25 @@ func oneArgument(fs *flag.FlagSet, args []string, what string, stderr io.Writer)
 	return positional[0], exitOK, true
 }
 
+// noArguments parses the flags of a command that takes no argument (cmd
+// names it in the message). When ok is false the command ends with code:
+// the help was asked for, or the call was wrong and has been told so.
+func noArguments(fs *flag.FlagSet, args []string, cmd string, stderr io.Writer) (code int, ok bool) {
+	positional, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK, false
+	}
+	if err != nil {
+		return exitUsage, false // the flag package has printed the problem
+	}
+	if len(positional) != 0 {
+		fmt.Fprintf(stderr, "bulkverify %s: takes no arguments, got %q\n", cmd, positional)
+		fs.Usage()
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
 // parseInterspersed lets flags come after the input file, as in
 // "bulkverify verify leads.csv -o results.csv", which the flag package
 // alone does not allow.

@@ -86,19 +86,10 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			"back and exits 0.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	positional, err := parseInterspersed(fs, args)
-	if err == flag.ErrHelp {
-		return exitOK
+	if code, ok := noArguments(fs, args, "worker", stderr); !ok {
+		return code
 	}
-	if err != nil {
-		return exitUsage
-	}
-	if len(positional) != 0 {
-		fmt.Fprintf(stderr, "bulkverify worker: takes no arguments, got %q\n", positional)
-		fs.Usage()
-		return exitUsage
-	}
-	err = worker(ctx, sf, fs, *natsURL, *id, *units, stderr)
+	err := worker(ctx, sf, fs, *natsURL, *id, *units, stderr)
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return exitOK // stopped as asked
 	}
