@@ -339,55 +339,53 @@ func stackedChart(name string, bars []stackedBar, omitted int) chart {
 }
 
 func domainChart(domains []Domain) chart {
-	idx := make([]int, 0, len(domains))
-	for i, d := range domains {
-		if d.Undeliverable+d.Unknown > 0 {
-			idx = append(idx, i)
-		}
-	}
-	slices.SortStableFunc(idx, func(a, b int) int {
-		da, db := domains[a], domains[b]
-		return cmp.Or(cmp.Compare(db.Undeliverable+db.Unknown, da.Undeliverable+da.Unknown),
-			cmp.Compare(db.Rows, da.Rows), strings.Compare(da.Domain, db.Domain))
-	})
-	shown, omitted := top(idx, ChartBars)
-	var bars []stackedBar
-	for _, i := range shown {
+	return problemChart("domains", "rows", "/top_domains", len(domains), func(i int) problemCounts {
 		d := domains[i]
-		bars = append(bars, stackedBar{
-			key:           d.Domain,
-			title:         fmt.Sprintf("%s: %s undeliverable, %s unknown of %s rows", d.Domain, formatInt(d.Undeliverable), formatInt(d.Unknown), formatInt(d.Rows)),
-			undeliverable: d.Undeliverable, unknown: d.Unknown,
-			undeliverablePtr: fmt.Sprintf("/top_domains/%d/undeliverable", i), unknownPtr: fmt.Sprintf("/top_domains/%d/unknown", i),
-		})
-	}
-	return stackedChart("domains", bars, omitted)
+		return problemCounts{key: d.Domain, undeliverable: d.Undeliverable, unknown: d.Unknown, total: d.Rows}
+	})
 }
 
 func hostChart(hosts []Host) chart {
-	idx := make([]int, 0, len(hosts))
-	for i, h := range hosts {
-		if h.Undeliverable+h.Unknown > 0 {
+	return problemChart("hosts", "addresses", "/hosts", len(hosts), func(i int) problemCounts {
+		h := hosts[i]
+		return problemCounts{key: h.Host, undeliverable: h.Undeliverable, unknown: h.Unknown, total: h.Addresses}
+	})
+}
+
+// problemCounts is what problemChart shows of one domain or host.
+type problemCounts struct {
+	key                           string
+	undeliverable, unknown, total int
+}
+
+// problemChart is the stacked chart of the n items (domains or hosts) with
+// undeliverable or unknown results, the most of those first, then the
+// biggest, then by name; their bars point at pointer/<index> in the
+// summary, and their titles count the total in noun.
+func problemChart(name, noun, pointer string, n int, at func(int) problemCounts) chart {
+	idx := make([]int, 0, n)
+	for i := range n {
+		if c := at(i); c.undeliverable+c.unknown > 0 {
 			idx = append(idx, i)
 		}
 	}
 	slices.SortStableFunc(idx, func(a, b int) int {
-		ha, hb := hosts[a], hosts[b]
-		return cmp.Or(cmp.Compare(hb.Undeliverable+hb.Unknown, ha.Undeliverable+ha.Unknown),
-			cmp.Compare(hb.Addresses, ha.Addresses), strings.Compare(ha.Host, hb.Host))
+		ca, cb := at(a), at(b)
+		return cmp.Or(cmp.Compare(cb.undeliverable+cb.unknown, ca.undeliverable+ca.unknown),
+			cmp.Compare(cb.total, ca.total), strings.Compare(ca.key, cb.key))
 	})
 	shown, omitted := top(idx, ChartBars)
 	var bars []stackedBar
 	for _, i := range shown {
-		h := hosts[i]
+		c := at(i)
 		bars = append(bars, stackedBar{
-			key:           h.Host,
-			title:         fmt.Sprintf("%s: %s undeliverable, %s unknown of %s addresses", h.Host, formatInt(h.Undeliverable), formatInt(h.Unknown), formatInt(h.Addresses)),
-			undeliverable: h.Undeliverable, unknown: h.Unknown,
-			undeliverablePtr: fmt.Sprintf("/hosts/%d/undeliverable", i), unknownPtr: fmt.Sprintf("/hosts/%d/unknown", i),
+			key:           c.key,
+			title:         fmt.Sprintf("%s: %s undeliverable, %s unknown of %s %s", c.key, formatInt(c.undeliverable), formatInt(c.unknown), formatInt(c.total), noun),
+			undeliverable: c.undeliverable, unknown: c.unknown,
+			undeliverablePtr: fmt.Sprintf("%s/%d/undeliverable", pointer, i), unknownPtr: fmt.Sprintf("%s/%d/unknown", pointer, i),
 		})
 	}
-	return stackedChart("hosts", bars, omitted)
+	return stackedChart(name, bars, omitted)
 }
 
 // hostRows is the host table: the hosts with the most addresses first.
