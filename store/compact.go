@@ -16,12 +16,8 @@ const compactChunkBytes = 8 << 20
 // merged when it has levelFanout segments or more. Called with writeMu held.
 func (s *Store) compact() error {
 	for {
-		var segs []segMeta
-		if err := s.db.View(func(tx *bolt.Tx) error {
-			var err error
-			segs, err = s.readSegments(tx)
-			return err
-		}); err != nil {
+		segs, err := s.liveSegments()
+		if err != nil {
 			return err
 		}
 		n := len(segs)

@@ -235,12 +235,8 @@ func (s *Store) prune(ctx context.Context, olderThan time.Duration) (Removed, er
 		at, _ := valueCheckedAt(v)
 		return at >= cutoff
 	}
-	var segs []segMeta
-	if err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		segs, err = s.readSegments(tx)
-		return err
-	}); err != nil {
+	segs, err := s.liveSegments()
+	if err != nil {
 		return rm, err
 	}
 	for _, m := range segs {
@@ -253,7 +249,7 @@ func (s *Store) prune(ctx context.Context, olderThan time.Duration) (Removed, er
 			return rm, err
 		}
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		var drop [][]byte
 		if err := tx.Bucket(bucketDomains).ForEach(func(k, v []byte) error {
 			var d DomainInfo
@@ -540,12 +536,8 @@ func (s *Store) forget(ctx context.Context, namespaces []string, keyRange func(n
 			return rm, err
 		}
 	}
-	var segs []segMeta
-	if err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		segs, err = s.readSegments(tx)
-		return err
-	}); err != nil {
+	segs, err := s.liveSegments()
+	if err != nil {
 		return rm, err
 	}
 	for _, ns := range namespaces {

@@ -77,6 +77,18 @@ const (
 	levelFanout       = 8
 )
 
+// liveSegments lists the live segments, oldest first, in a transaction of
+// its own.
+func (s *Store) liveSegments() ([]segMeta, error) {
+	var segs []segMeta
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		segs, err = s.readSegments(tx)
+		return err
+	})
+	return segs, err
+}
+
 // readSegments lists the live segments, oldest first.
 func (s *Store) readSegments(tx *bolt.Tx) ([]segMeta, error) {
 	var segs []segMeta
