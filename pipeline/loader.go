@@ -12,6 +12,7 @@ import (
 	"github.com/bulkverify/bulkverify/input"
 	"github.com/bulkverify/bulkverify/operator"
 	"github.com/bulkverify/bulkverify/output"
+	"github.com/bulkverify/bulkverify/signals"
 	"github.com/bulkverify/bulkverify/store"
 )
 
@@ -522,7 +523,16 @@ func probeLeft(grp DomainGroup, stored []bool) DomainGroup {
 // sendStored writes a stored verdict for its rows, as the run that probed
 // it wrote it, with source "stored".
 func (l *loader) sendStored(v store.Verdict, addr input.Address, rows rowRefs) {
-	res := output.Result{
+	var res output.Result
+	storedResult(&res, &v, addr, l.provider(v.MXHost), v.CatchAll.Bool(), v.TLS.Bool(), l.cfg.Signals)
+	l.send(readyRow{rows: rows, res: res})
+}
+
+// storedResult makes *res the output row of a stored verdict about addr,
+// as the run that probed it wrote it, with source "stored": provider is
+// the operator of its MX host now, catchAll and tls its answers as columns.
+func storedResult(res *output.Result, v *store.Verdict, addr input.Address, provider string, catchAll, tls *bool, sig *signals.Set) {
+	*res = output.Result{
 		Email:        v.Address,
 		Status:       v.Status,
 		Reason:       v.Reason,
@@ -530,19 +540,18 @@ func (l *loader) sendStored(v store.Verdict, addr input.Address, rows rowRefs) {
 		EnhancedCode: v.EnhancedCode,
 		SMTPMessage:  v.Message,
 		MXHost:       v.MXHost,
-		CatchAll:     v.CatchAll.Bool(),
-		TLS:          v.TLS.Bool(),
+		CatchAll:     catchAll,
+		TLS:          tls,
 		Attempts:     v.Attempts,
 		CheckedAt:    v.CheckedAt,
-		Provider:     l.provider(v.MXHost),
+		Provider:     provider,
 		Egress:       v.Egress,
 		Source:       output.SourceStored,
 	}
-	if l.cfg.Signals != nil {
-		f := l.cfg.Signals.Of(addr.Local, addr.Domain, hasMailHost(v.Reason))
+	if sig != nil {
+		f := sig.Of(addr.Local, addr.Domain, hasMailHost(v.Reason))
 		res.Disposable, res.Free, res.Role, res.TypoSuggestion = f.Disposable, f.Free, f.Role, f.Suggestion
 	}
-	l.send(readyRow{rows: rows, res: res})
 }
 
 // provider is the operator name the provider column gives host.

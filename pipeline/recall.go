@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/bulkverify/bulkverify/input"
-	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/store"
 )
 
@@ -372,30 +371,10 @@ func (r *recall) answer(d recallDomain, p parsedRow) bool {
 func (r *recall) write(v *store.Verdict, addr input.Address, rows rowRefs) {
 	l := r.l
 	l.batch = append(l.batch, readyRow{rows: rows})
-	res := &l.batch[len(l.batch)-1].res
-	*res = output.Result{
-		Email:        v.Address,
-		Status:       v.Status,
-		Reason:       v.Reason,
-		SMTPCode:     v.SMTPCode,
-		EnhancedCode: v.EnhancedCode,
-		SMTPMessage:  v.Message,
-		MXHost:       v.MXHost,
-		CatchAll:     r.tri(v.CatchAll),
-		TLS:          r.tri(v.TLS),
-		Attempts:     v.Attempts,
-		CheckedAt:    v.CheckedAt,
-		Egress:       v.Egress,
-		Source:       output.SourceStored,
-	}
 	if v.MXHost != r.lastHost {
 		r.lastHost, r.lastProvider = v.MXHost, l.provider(v.MXHost)
 	}
-	res.Provider = r.lastProvider
-	if l.cfg.Signals != nil {
-		f := l.cfg.Signals.Of(addr.Local, addr.Domain, hasMailHost(v.Reason))
-		res.Disposable, res.Free, res.Role, res.TypoSuggestion = f.Disposable, f.Free, f.Role, f.Suggestion
-	}
+	storedResult(&l.batch[len(l.batch)-1].res, v, addr, r.lastProvider, r.tri(v.CatchAll), r.tri(v.TLS), l.cfg.Signals)
 	if len(l.batch) >= readyBatch {
 		l.flush()
 	}
