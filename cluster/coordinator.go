@@ -138,12 +138,10 @@ func (co *Coordinator) Submit(ctx context.Context, job string, units iter.Seq[Un
 			select {
 			case <-f.Ok():
 			case err := <-f.Err():
-				// Published again, synchronously; its id makes a copy
-				// that did get stored harmless.
-				rctx, cancel := c.request(ctx)
-				_, err2 := c.js.PublishMsg(rctx, f.Msg())
-				cancel()
-				if err2 != nil {
+				// Published again, waiting for it, until it is stored
+				// (a leader being elected) or ctx ends; its id makes a
+				// copy that did get stored harmless.
+				if err2 := c.storeMsg(ctx, f.Msg()); err2 != nil {
 					return fmt.Errorf("cluster: publishing unit: %w (first try: %v)", err2, err)
 				}
 			case <-ctx.Done():
