@@ -215,19 +215,41 @@ func (c *Conn) request(ctx context.Context) (context.Context, context.CancelFunc
 func (c *Conn) storeMsg(ctx context.Context, m *nats.Msg) error {
 	for {
 		rctx, cancel := c.request(ctx)
-		_, err := c.js.PublishMsg(rctx, m, jetstream.WithRetryWait(250*time.Millisecond), jetstream.WithRetryAttempts(-1))
+		// No responders (no leader yet) is tried again by the client
+		// itself a few times; this loop does the rest.
+		_, err := c.js.PublishMsg(rctx, m)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 {
+		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 || errors.Is(err, jetstream.ErrInvalidOption) {
 			return fmt.Errorf("cluster: storing %s: %w", m.Subject, err)
 		}
 		if !sleepCtx(ctx, 250*time.Millisecond) {
-			return fmt.Errorf("%w: storing %s: %v (giving up: %v)", ErrUnavailable, m.Subject, err, ctx.Err())
+			return fmt.Errorf("%w: storing %s: %v (giving up: %w)", ErrUnavailable, m.Subject, err, ctx.Err())
 		}
 	}
+}
+
+// settle waits until every future's message is stored: a message whose
+// acknowledgement failed or did not come in time (its stream's leader
+// lost with it) is stored again with storeMsg, so it ends only when all
+// are stored or ctx ends. The messages must be harmless to store twice.
+// It returns how many were stored before an error.
+func (c *Conn) settle(ctx context.Context, futures []jetstream.PubAckFuture) (int, error) {
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if err2 := c.storeMsg(ctx, f.Msg()); err2 != nil {
+				return i, fmt.Errorf("%w (first try: %v)", err2, err)
+			}
+		case <-ctx.Done():
+			return i, fmt.Errorf("%w: storing %s: %w", ErrUnavailable, f.Msg().Subject, ctx.Err())
+		}
+	}
+	return len(futures), nil
 }
 
 // setup creates or updates the streams, the workers' consumer and the
