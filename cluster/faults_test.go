@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkverify/bulkverify/verdict"
@@ -346,4 +348,37 @@ func TestCollectLostDelivery(t *testing.T) {
 		t.Fatalf("Collect with a result lost on its way: %v", err)
 	}
 	checkAll(t, units, &got)
+}
+
+// storeMsg stores a message once however often it is called (its id), and
+// a message JetStream refuses ends it with that refusal, not a wait for
+// the context.
+func TestStoreMsg(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	subj := resultSubject("store", "u0")
+	for range 2 {
+		m := nats.NewMsg(subj)
+		m.Data = []byte(`{}`)
+		m.Header.Set(jetstream.MsgIDHeader, "store-u0-1")
+		if err := c.storeMsg(ctx, m); err != nil {
+			t.Fatalf("storeMsg: %v", err)
+		}
+	}
+	info, err := c.results.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[subj]; n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+
+	big := nats.NewMsg(unitSubject("store", "u1"))
+	big.Data = make([]byte, MaxUnitBytes+8192)
+	err = c.storeMsg(ctx, big)
+	if err == nil || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		t.Errorf("storeMsg of a unit over the size limit: %v (context: %v), want JetStream's refusal", err, ctx.Err())
+	}
 }
