@@ -141,7 +141,7 @@ func TestWorkQueueLeaderLoss(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- co.Collect(cctx, "lead", CollectOptions{FlushInterval: 20 * time.Millisecond}, got.add)
+		done <- co.Collect(cctx, "lead", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Second}, got.add)
 	}()
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		got.mu.Lock()

@@ -66,7 +66,10 @@ type Config struct {
 	// cache, default 720h; each verdict's own retention (by its class) is
 	// given when it is put, and may only be shorter.
 	VerdictMaxAge time.Duration
-	// RequestTimeout bounds each request to JetStream, default 10s.
+	// RequestTimeout bounds each request to JetStream, and the wait for the
+	// acknowledgement of each message published without waiting (units,
+	// results, done marks, verdicts), default 10s. A message whose
+	// acknowledgement does not come is published again.
 	RequestTimeout time.Duration
 	// Now is the clock of checked_at, leases, token buckets and heartbeats;
 	// nil = time.Now. Workers' clocks should be NTP-synchronised: RCPT
@@ -153,7 +156,14 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: connecting to %s: %v", ErrUnavailable, redactURL(cfg.URL), err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	// The acknowledgement of a message published without waiting is lost
+	// for good when the stream's leader goes away with it (a server shut
+	// down, a leader elected): it is not a disconnect of ours, so without
+	// a timeout its future would never resolve, and whoever waits on it
+	// would wait for as long as their context lasts.
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(cfg.RequestTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -193,6 +203,53 @@ func (c *Conn) NATS() *nats.Conn { return c.nc }
 // request returns a context for one request to JetStream.
 func (c *Conn) request(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// storeMsg publishes m and returns once JetStream has stored it. While
+// the stream is away (its leader lost and another being elected, a server
+// restarting) it tries again, each try bounded by RequestTimeout, until
+// ctx ends; a refusal of the message itself (a 4xx error from JetStream)
+// ends it at once. m must be harmless to store twice (a Nats-Msg-Id, or a
+// KV value put again): a try whose acknowledgement was lost may have
+// stored it.
+func (c *Conn) storeMsg(ctx context.Context, m *nats.Msg) error {
+	for {
+		rctx, cancel := c.request(ctx)
+		// No responders (no leader yet) is tried again by the client
+		// itself a few times; this loop does the rest.
+		_, err := c.js.PublishMsg(rctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 || errors.Is(err, jetstream.ErrInvalidOption) {
+			return fmt.Errorf("cluster: storing %s: %w", m.Subject, err)
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w: storing %s: %v (giving up: %w)", ErrUnavailable, m.Subject, err, ctx.Err())
+		}
+	}
+}
+
+// settle waits until every future's message is stored: a message whose
+// acknowledgement failed or did not come in time (its stream's leader
+// lost with it) is stored again with storeMsg, so it ends only when all
+// are stored or ctx ends. The messages must be harmless to store twice.
+// It returns how many were stored before an error.
+func (c *Conn) settle(ctx context.Context, futures []jetstream.PubAckFuture) (int, error) {
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if err2 := c.storeMsg(ctx, f.Msg()); err2 != nil {
+				return i, fmt.Errorf("%w (first try: %v)", err2, err)
+			}
+		case <-ctx.Done():
+			return i, fmt.Errorf("%w: storing %s: %w", ErrUnavailable, f.Msg().Subject, ctx.Err())
+		}
+	}
+	return len(futures), nil
 }
 
 // setup creates or updates the streams, the workers' consumer and the

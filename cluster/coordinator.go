@@ -134,21 +134,11 @@ func (co *Coordinator) Submit(ctx context.Context, job string, units iter.Seq[Un
 	hosts := map[string]*HostCount{}
 	var futures []jetstream.PubAckFuture
 	settle := func() error {
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				// Published again, synchronously; its id makes a copy
-				// that did get stored harmless.
-				rctx, cancel := c.request(ctx)
-				_, err2 := c.js.PublishMsg(rctx, f.Msg())
-				cancel()
-				if err2 != nil {
-					return fmt.Errorf("cluster: publishing unit: %w (first try: %v)", err2, err)
-				}
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		// A unit whose acknowledgement is lost (a leader being elected)
+		// is published again until stored; its id makes a copy that did
+		// get stored harmless.
+		if _, err := c.settle(ctx, futures); err != nil {
+			return fmt.Errorf("cluster: publishing units: %w", err)
 		}
 		futures = futures[:0]
 		return nil
@@ -329,6 +319,12 @@ type CollectOptions struct {
 	// complete yet) before JetStream sends them again, default 1h. Copies
 	// are dropped; it only needs to be longer than a unit usually takes.
 	AckWait time.Duration
+	// IdleCheck is how long Collect goes without a result before it asks
+	// JetStream whether its consumer handed out results it never got (lost
+	// with a server or a consumer leader, they would come back only after
+	// AckWait) or is gone; then it re-creates the consumer from its ack
+	// floor. Default 30s.
+	IdleCheck time.Duration
 }
 
 // collectState is Collect's view of the job's units not yet done.
@@ -338,6 +334,20 @@ type collectState struct {
 	complete []string // units all of whose results were given to fn, not yet marked done
 	prog     JobProgress
 	inRecord map[string]bool // hosts the job record names
+}
+
+// held counts the result messages Collect holds unacknowledged (each
+// stream sequence once: a redelivered copy is the same message).
+func (st *collectState) held() int {
+	seqs := map[uint64]struct{}{}
+	for _, u := range st.units {
+		for _, m := range u.msgs {
+			if md, err := m.Metadata(); err == nil {
+				seqs[md.Sequence.Stream] = struct{}{}
+			}
+		}
+	}
+	return len(seqs)
 }
 
 type unitState struct {
@@ -377,6 +387,9 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 	if opts.AckWait <= 0 {
 		opts.AckWait = time.Hour
 	}
+	if opts.IdleCheck <= 0 {
+		opts.IdleCheck = 30 * time.Second
+	}
 	rec, _, err := c.jobRecord(ctx, job)
 	if err != nil {
 		return err
@@ -405,25 +418,11 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 	// wait out the ack wait in an old consumer, so every Collect starts a
 	// consumer of its own from the start of the job's results, and drops
 	// those of units marked done. One Collect runs per job at a time.
-	rctx, cancel := c.request(ctx)
-	if err := c.results.DeleteConsumer(rctx, resultsConsumer(job)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cancel()
-		return fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
-	}
-	cons, err := c.results.CreateOrUpdateConsumer(rctx, jetstream.ConsumerConfig{
-		Durable:       resultsConsumer(job),
-		Description:   "results of job " + job + " for its coordinator",
-		FilterSubject: jobResultSubjects(job),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       opts.AckWait,
-		MaxAckPending: -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      c.cfg.Replicas,
-	})
-	cancel()
+	feed, err := co.openFeed(ctx, job, 0, opts)
 	if err != nil {
-		return fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+		return err
 	}
+	defer func() { feed.close() }()
 
 	// Units that reached MaxDeliver without a worker failing them.
 	exhausted := make(chan uint64, 64)
@@ -443,42 +442,46 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 	}
 	defer sub.Unsubscribe()
 
-	it, err := cons.Messages(jetstream.PullMaxMessages(500))
-	if err != nil {
-		return fmt.Errorf("%w: results: %v", ErrUnavailable, err)
-	}
-	defer it.Stop()
-	msgs := make(chan jetstream.Msg)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
-				}
-				continue // a server away: the iterator recovers by itself
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
 	tick := time.NewTicker(opts.FlushInterval)
 	defer tick.Stop()
+	// idle fires every IdleCheck; a result since the last time (busy)
+	// defers the check of the consumer.
+	idle := time.NewTicker(opts.IdleCheck)
+	defer idle.Stop()
+	busy := false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case seq := <-exhausted:
 			co.failExhausted(ctx, job, seq, st)
-		case m, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
+		case <-idle.C:
+			if busy {
+				busy = false
+				continue
 			}
+			from, lost := co.lostDeliveries(ctx, feed, st)
+			if !lost {
+				continue
+			}
+			if feed, err = co.reopenFeed(ctx, job, feed, from, st, opts); err != nil {
+				return err
+			}
+		case m, ok := <-feed.msgs:
+			if !ok {
+				// The iterator ended by itself (its consumer deleted or
+				// gone with its servers): a new consumer, from its ack
+				// floor if it can still tell it.
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				from, _ := co.lostDeliveries(ctx, feed, st)
+				if feed, err = co.reopenFeed(ctx, job, feed, from, st, opts); err != nil {
+					return err
+				}
+				continue
+			}
+			busy = true
 			if err := co.take(m, st, opts, fn); err != nil {
 				return err
 			}
@@ -512,6 +515,129 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 			}
 		}
 	}
+}
+
+// resultFeed is Collect's consumer of a job's results and the goroutine
+// that hands its messages over.
+type resultFeed struct {
+	cons jetstream.Consumer
+	it   jetstream.MessagesContext
+	msgs chan jetstream.Msg
+	stop chan struct{}
+}
+
+// openFeed creates the job's results consumer afresh, delivering from
+// stream sequence from on (0: from the start), and starts reading it.
+func (co *Coordinator) openFeed(ctx context.Context, job string, from uint64, opts CollectOptions) (*resultFeed, error) {
+	c := co.c
+	rctx, cancel := c.request(ctx)
+	defer cancel()
+	if err := c.results.DeleteConsumer(rctx, resultsConsumer(job)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       resultsConsumer(job),
+		Description:   "results of job " + job + " for its coordinator",
+		FilterSubject: jobResultSubjects(job),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       opts.AckWait,
+		MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      c.cfg.Replicas,
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := c.results.CreateOrUpdateConsumer(rctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return nil, fmt.Errorf("%w: results: %v", ErrUnavailable, err)
+	}
+	f := &resultFeed{cons: cons, it: it, msgs: make(chan jetstream.Msg), stop: make(chan struct{})}
+	go f.pump(ctx)
+	return f, nil
+}
+
+func (f *resultFeed) pump(ctx context.Context) {
+	defer close(f.msgs)
+	for {
+		m, err := f.it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			// A server away: the iterator pulls again by itself.
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-f.stop:
+			case <-ctx.Done():
+			}
+			return
+		}
+		select {
+		case f.msgs <- m:
+		case <-f.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (f *resultFeed) close() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+		f.it.Stop()
+	}
+}
+
+// lostDeliveries tells whether the feed's consumer counts more results
+// handed out and not acknowledged than Collect holds: results lost on
+// their way (their consumer's leader gone with them, a route cut) or
+// acknowledgements lost. JetStream would send those again only after
+// AckWait, an hour; a new consumer sends them now. A consumer that is gone
+// counts as lost too. from is where a new consumer may start: every
+// result before it is acknowledged (0 when unknown: from the start).
+// Errors reaching JetStream are not lost deliveries: the next check asks
+// again.
+func (co *Coordinator) lostDeliveries(ctx context.Context, feed *resultFeed, st *collectState) (from uint64, lost bool) {
+	rctx, cancel := co.c.request(ctx)
+	defer cancel()
+	info, err := feed.cons.Info(rctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, true
+	}
+	if err != nil {
+		return 0, false
+	}
+	return info.AckFloor.Stream + 1, info.NumAckPending > st.held()
+}
+
+// reopenFeed replaces the feed by a new consumer from stream sequence
+// from. The results Collect holds of units not done come again (they are
+// past the ack floor) with handles of the new consumer; their keys were
+// already given to fn, so fn does not see them twice.
+func (co *Coordinator) reopenFeed(ctx context.Context, job string, old *resultFeed, from uint64, st *collectState, opts CollectOptions) (*resultFeed, error) {
+	old.close()
+	for _, u := range st.units {
+		u.msgs = nil
+	}
+	var feed *resultFeed
+	err := retryUnavailable(ctx, func() error {
+		var err error
+		feed, err = co.openFeed(ctx, job, from, opts)
+		return err
+	})
+	if err != nil {
+		return old, err
+	}
+	return feed, nil
 }
 
 // maxDeliveriesAdvisory is the subject JetStream tells on that a unit was
@@ -623,14 +749,9 @@ func (co *Coordinator) markDone(ctx context.Context, job string, st *collectStat
 		}
 		futures = append(futures, f)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("%w: done mark: %v", ErrUnavailable, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	// A done mark whose acknowledgement is lost is put again: harmless.
+	if _, err := c.settle(ctx, futures); err != nil {
+		return fmt.Errorf("cluster: done marks: %w", err)
 	}
 	return nil
 }

@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkverify/bulkverify/verdict"
@@ -278,5 +280,105 @@ func TestUnitFailsOnEveryDelivery(t *testing.T) {
 	}
 	if tries != 2 {
 		t.Errorf("unit tried %d times, want MaxDeliver = 2", tries)
+	}
+}
+
+// A result the coordinator's consumer hands out and that never reaches the
+// coordinator (here taken by a stranger's pull request, as it is when the
+// consumer's leader dies with it on the way) would come back only after
+// the results' AckWait, an hour: Collect finds the consumer has more out
+// than it holds, and starts a new consumer from its ack floor.
+func TestCollectLostDelivery(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	units := makeUnits("lost", 4, 3, plainLocal)
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "lost", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	var got collected
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- co.Collect(cctx, "lost", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: 200 * time.Millisecond}, got.add)
+	}()
+	waiting := func(n int) func() error {
+		return func() error {
+			cons, err := c.js.Consumer(ctx, ResultsStream, resultsConsumer("lost"))
+			if err != nil {
+				return err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumWaiting < n {
+				return fmt.Errorf("%d pull requests waiting, want %d", info.NumWaiting, n)
+			}
+			return nil
+		}
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, waiting(1))
+	// The stranger's request waits behind Collect's; the server hands
+	// out in turn, so it gets the second batch of results.
+	thief := rawClient(t, ts.URL())
+	stolen, err := thief.SubscribeSync(thief.NewRespInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fmt.Sprintf(`{"batch":1,"expires":%d}`, (60 * time.Second).Nanoseconds())
+	if err := thief.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+ResultsStream+"."+resultsConsumer("lost"), stolen.Subject, []byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, waiting(2))
+
+	p := newLocalPartProber()
+	close(p.release)
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w", Prober: p, Units: 1, PollWait: 200 * time.Millisecond})
+	m, err := stolen.NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatalf("the stranger got no result: %v", err)
+	}
+	if len(m.Data) == 0 {
+		t.Fatalf("the stranger got no result but a status: %v", m.Header)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Collect with a result lost on its way: %v", err)
+	}
+	checkAll(t, units, &got)
+}
+
+// storeMsg stores a message once however often it is called (its id), and
+// a message JetStream refuses ends it with that refusal, not a wait for
+// the context.
+func TestStoreMsg(t *testing.T) {
+	ts := startJetStream(t)
+	c := connect(t, testConfig(ts.URL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	subj := resultSubject("store", "u0")
+	for range 2 {
+		m := nats.NewMsg(subj)
+		m.Data = []byte(`{}`)
+		m.Header.Set(jetstream.MsgIDHeader, "store-u0-1")
+		if err := c.storeMsg(ctx, m); err != nil {
+			t.Fatalf("storeMsg: %v", err)
+		}
+	}
+	info, err := c.results.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[subj]; n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+
+	big := nats.NewMsg(unitSubject("store", "u1"))
+	big.Data = make([]byte, MaxUnitBytes+8192)
+	err = c.storeMsg(ctx, big)
+	if err == nil || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		t.Errorf("storeMsg of a unit over the size limit: %v (context: %v), want JetStream's refusal", err, ctx.Err())
 	}
 }

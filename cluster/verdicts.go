@@ -138,14 +138,9 @@ func (v *VerdictCache) PutBatch(ctx context.Context, verdicts map[string]Verdict
 		}
 		futures = append(futures, f)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("%w: storing verdicts: %v", ErrUnavailable, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	// A verdict whose acknowledgement is lost is put again: harmless.
+	if _, err := v.c.settle(ctx, futures); err != nil {
+		return fmt.Errorf("cluster: storing verdicts: %w", err)
 	}
 	return nil
 }

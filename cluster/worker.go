@@ -35,8 +35,9 @@ type WorkerConfig struct {
 	// PollWait is how long one request for a unit waits for one, default
 	// 5s; it bounds nothing but how often an idle worker asks.
 	PollWait time.Duration
-	// ShutdownTimeout bounds storing the results already found and giving
-	// the unit back after ctx ends, default 30s.
+	// ShutdownTimeout bounds storing a unit's results and acknowledging
+	// it (or giving it back) once its probing ended, ctx ended or not,
+	// default 30s. It covers a leader election on the way.
 	ShutdownTimeout time.Duration
 }
 
@@ -189,9 +190,11 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 // or gives it back.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	// After ctx ends, what was found is still stored and the unit still
-	// given back: those steps run on their own, bounded, context.
-	after, cancelAfter := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ShutdownTimeout)
-	defer cancelAfter()
+	// given back: those steps run on a context of their own, each request
+	// bounded by RequestTimeout, and storing after probing by
+	// ShutdownTimeout from when probing ended (not from when the unit
+	// came, which would leave nothing to store the results of a long unit).
+	bg := context.WithoutCancel(ctx)
 	u, err := decodeUnit(msg.Data())
 	if err != nil {
 		w.stats.unreadable.Add(1)
@@ -206,9 +209,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	host := firstHost(u)
 	mark, _ := json.Marshal(RunMark{Worker: w.cfg.ID, Host: host, Addresses: len(u.Addresses), Delivery: md.NumDelivered, Started: w.c.cfg.Now()})
-	w.putMark(after, runKey(u.Job, u.ID), mark)
+	w.putMark(bg, runKey(u.Job, u.ID), mark)
 	defer func() {
-		dctx, cancel := w.c.request(after)
+		dctx, cancel := w.c.request(bg)
 		defer cancel()
 		_ = w.c.workers.Delete(dctx, runKey(u.Job, u.ID))
 	}()
@@ -219,7 +222,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Redelivered: another worker (or this one, before) may have
 		// stored results of some addresses already; they are not asked
 		// again.
-		have, err := w.c.unitResultKeys(after, u.Job, u.ID)
+		have, err := w.c.unitResultKeys(bg, u.Job, u.ID)
 		if err != nil {
 			_ = msg.NakWithDelay(w.c.cfg.NakDelay)
 			w.stats.givenBack.Add(1)
@@ -241,14 +244,16 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if len(todo.Addresses) > 0 {
 		probeErr = w.probe(ctx, msg, todo, pub, mark)
 	}
+	after, cancelAfter := context.WithTimeout(bg, w.cfg.ShutdownTimeout)
+	defer cancelAfter()
 	stored, storeErr := pub.wait(after)
 	w.stats.results.Add(int64(stored))
 	missing := pub.missing(todo.Addresses)
 	switch {
 	case storeErr == nil && len(missing) == 0:
-		if err := msg.DoubleAck(after); err != nil {
-			// The ack got lost: the unit comes back and its next worker
-			// finds every result stored.
+		if err := w.ack(after, msg); err != nil {
+			// The ack got lost for good: the unit comes back after
+			// AckWait and its next worker finds every result stored.
 			return
 		}
 		w.stats.units.Add(1)
@@ -265,7 +270,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			w.stats.givenBack.Add(1)
 			return
 		}
-		_ = msg.DoubleAck(after)
+		_ = w.ack(after, msg)
 		w.stats.failed.Add(1)
 	default:
 		_ = probeErr
@@ -275,6 +280,25 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		_ = msg.NakWithDelay(delay)
 		w.stats.givenBack.Add(1)
+	}
+}
+
+// ack acknowledges a unit and waits for JetStream to confirm it, asking
+// again while no confirmation comes (the consumer's leader lost with the
+// ack and another being elected, which takes the ack of a unit it knows
+// delivered) until ctx ends. Without this a lost ack would leave the unit
+// to be handed out again only after AckWait.
+func (w *Worker) ack(ctx context.Context, msg jetstream.Msg) error {
+	for {
+		rctx, cancel := w.c.request(ctx)
+		err := msg.DoubleAck(rctx)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) || errors.Is(err, jetstream.ErrMsgNotBound) || errors.Is(err, jetstream.ErrMsgNoReply) {
+			return err
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w: acknowledging unit: %v (giving up: %w)", ErrUnavailable, err, ctx.Err())
+		}
 	}
 }
 
@@ -445,27 +469,14 @@ func (p *unitPublisher) wait(ctx context.Context) (int, error) {
 	p.mu.Unlock()
 	stored := 0
 	for _, b := range sent {
-		select {
-		case <-b.f.Ok():
-			stored += b.n
-		case <-b.f.Err():
-			pending = append(pending, b)
-		case <-ctx.Done():
-			return stored, ctx.Err()
+		n, err := p.c.settle(ctx, []jetstream.PubAckFuture{b.f})
+		if err != nil {
+			return stored, fmt.Errorf("cluster: storing results of unit %s: %w", p.unit.ID, err)
 		}
+		stored += n * b.n
 	}
 	for _, b := range pending {
-		var err error
-		for try := 0; try < 5; try++ {
-			rctx, cancel := p.c.request(ctx)
-			_, err = p.c.js.PublishMsg(rctx, b.msg)
-			cancel()
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			sleepCtx(ctx, 200*time.Millisecond)
-		}
-		if err != nil {
+		if err := p.c.storeMsg(ctx, b.msg); err != nil {
 			return stored, fmt.Errorf("cluster: storing results of unit %s: %w", p.unit.ID, err)
 		}
 		stored += b.n
