@@ -119,11 +119,15 @@ func (e *ParseError) Unwrap() error { return e.Err }
 
 // Record is one data row of the input.
 type Record struct {
-	Row    int      // 1-based data row (header excluded)
-	Line   int      // line in the file where the record starts
-	Fields []string // the raw fields, untouched
-	Email  string   // raw value of the address column ("" when the row is too short to have it)
-	Ragged bool     // field count differs from the header's
+	Row  int // 1-based data row (header excluded)
+	Line int // line in the file where the record starts
+	// Fields are the raw fields, untouched. Their array is cut from a
+	// block shared with the records read about this one (csvReader), so
+	// holding Fields holds those records' text too: a caller that keeps
+	// some records and lets most go copies the Fields it keeps.
+	Fields []string
+	Email  string // raw value of the address column ("" when the row is too short to have it)
+	Ragged bool   // field count differs from the header's
 }
 
 // Reader reads records from a CSV file with a header line. It is not safe for

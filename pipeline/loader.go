@@ -89,7 +89,12 @@ func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	done := make(chan []parsedRow, cap(batches)+1) // batches handled, for readRows to fill again
 	stop := make(chan struct{})
 	defer close(stop)
-	go readRows(src, l.cfg.Skip, batches, done, stop)
+	// Rows let go (left out, or answered by the store) while others are
+	// held: each row read gets fields of its own, or a row held would keep
+	// in memory the text of the rows read about it (input.Record.Fields),
+	// past MemoryRows.
+	own := l.cfg.Skip != nil || l.recall != nil
+	go readRowsCopying(src, l.cfg.Skip, own, batches, done, stop)
 	for b := range batches {
 		l.sum.Rows += b.read
 		l.sum.Skipped += b.skipped
@@ -182,8 +187,17 @@ const readRowsBatch = 512
 // readRows reads src to its end, parsing each row's address, and sends the
 // rows to out in batches, which it closes at the end, after a batch with
 // the error if reading failed. It fills again the batches it gets back on
-// done. It stops early when stop is closed.
+// done. It stops early when stop is closed. Its rows' fields share the
+// reader's blocks: for callers that hold every row (see readRowsCopying).
 func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
+	readRowsCopying(src, skip, false, out, done, stop)
+}
+
+// readRowsCopying is readRows, which with own copies each row's fields
+// out of the reader's shared blocks, for callers that hold some rows while
+// letting the rows read about them go. The copy is made on the reading
+// goroutine, not the caller's.
+func readRowsCopying(src *input.Reader, skip func(int) bool, own bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
 	defer close(out)
 	b := rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
 	send := func() bool {
@@ -215,6 +229,9 @@ func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done 
 		if skip != nil && skip(rec.Row) {
 			b.skipped++
 			continue
+		}
+		if own {
+			rec.Fields = slices.Clone(rec.Fields)
 		}
 		b.rows = append(b.rows, parseRow(rec))
 		if len(b.rows) == readRowsBatch && !send() {

@@ -832,7 +832,7 @@ func (e *engine) classifyRcpt(memo *replyMemo, r probe.Reply, h *hostQueue, rcpt
 	in := verdict.Input{Reply: r, Stage: verdict.StageRcpt, Operator: h.operator}
 	k, ok := replyKeyOf(in, rcpt)
 	if !ok {
-		return e.cfg.Replies.Classify(in) // not worth a key of that size
+		return e.cfg.Replies.Classify(withoutRecipient(in, rcpt)) // not worth a key of that size
 	}
 	for i := range memo.n {
 		if memo.keys[i] == k {
@@ -888,9 +888,23 @@ const maxCachedReplies = 4096
 func (c *replyCache) classify(table *verdict.Table, in verdict.Input, rcpt string) verdict.Decision {
 	k, ok := replyKeyOf(in, rcpt)
 	if !ok {
-		return table.Classify(in) // not worth a key of that size
+		return table.Classify(withoutRecipient(in, rcpt)) // not worth a key of that size
 	}
 	return c.classifyKey(table, in, k)
+}
+
+// withoutRecipient is in with rcpt taken out of its reply's text, as the
+// reply table reads it however long the reply: a recipient such as
+// spamhaus@example.com must not read as a blocklist naming us.
+func withoutRecipient(in verdict.Input, rcpt string) verdict.Input {
+	if rcpt == "" {
+		return in
+	}
+	text := replyText(in.Reply)
+	if i := strings.Index(text, rcpt); i >= 0 {
+		in.Reply = probe.Reply{Code: in.Reply.Code, Enhanced: in.Reply.Enhanced, Lines: []string{text[:i] + text[i+len(rcpt):]}}
+	}
+	return in
 }
 
 // replyKeyOf is the key of reading in, with rcpt taken out of its text;
