@@ -127,6 +127,9 @@ type Result struct {
 	// open at once, as the servers saw them.
 	MaxSessions int `json:"max_sessions"`
 
+	// Timeline is when things happened, from the start of the run.
+	Timeline Timeline `json:"timeline"`
+
 	// Verdicts maps each address to "status/reason", when RunOptions.Record.
 	Verdicts map[string]string `json:"-"`
 
@@ -147,6 +150,15 @@ type Result struct {
 	FirstConnections int           `json:"first_connections,omitempty"`
 	FirstDNSQueries  int           `json:"first_dns_queries,omitempty"`
 	Differs          int           `json:"differs"`
+}
+
+// Timeline is when the steps of a run happened, each from its start: where
+// its wall time goes (a cluster's start and end latency against a local
+// run's). Zero = did not happen.
+type Timeline struct {
+	FirstRCPT time.Duration `json:"first_rcpt_ns"` // the first RCPT reached a host
+	LastRCPT  time.Duration `json:"last_rcpt_ns"`  // the last RCPT reached a host
+	LastRow   time.Duration `json:"last_row_ns"`   // the last row was written
 }
 
 // RunOptions adjusts a run.
@@ -253,7 +265,7 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 	if w.Rerun {
 		rows = w.ChangedRows()
 	}
-	check := &checker{w: w, next: discardCSV(), heapAt: w.Addresses / 2, heap: opts.HeapProfile, compare: hashes, seed: seed}
+	check := &checker{w: w, next: discardCSV(), heapAt: w.Addresses / 2, heap: opts.HeapProfile, compare: hashes, seed: seed, now: time.Now}
 	if opts.Record {
 		check.verdicts = make(map[string]string, w.Addresses)
 	}
@@ -326,6 +338,13 @@ func RunAgainst(ctx context.Context, w Workload, s Strategy, world World, opts R
 		return res, fmt.Errorf("benchmarks: world: %w", err)
 	}
 
+	since := func(t time.Time) time.Duration {
+		if t.IsZero() {
+			return 0
+		}
+		return t.Sub(start)
+	}
+	res.Timeline = Timeline{FirstRCPT: since(counts.FirstRCPTAt), LastRCPT: since(counts.LastRCPTAt), LastRow: since(check.lastRow)}
 	res.Mallocs = ms1.Mallocs - ms0.Mallocs
 	res.AllocBytes = ms1.TotalAlloc - ms0.TotalAlloc
 	res.Rows, res.Wrong, res.Mismatches, res.Verdicts = check.rows, check.wrong, check.mismatches, check.verdicts
@@ -415,6 +434,9 @@ type checker struct {
 	seed            maphash.Seed
 	buf             []byte
 
+	now     func() time.Time // nil = the last row's time is not kept
+	lastRow time.Time
+
 	heapAt  int       // write the heap profile after this many rows
 	heap    io.Writer // nil = no heap profile
 	heapErr error
@@ -422,6 +444,9 @@ type checker struct {
 
 func (c *checker) Write(fields []string, r output.Result) error {
 	c.rows++
+	if c.now != nil {
+		c.lastRow = c.now()
+	}
 	status, reason, ok := c.w.Expect(r.Email)
 	if !ok || status != r.Status || reason != r.Reason {
 		c.wrong++

@@ -38,6 +38,11 @@ type Counts struct {
 	MaxSessions int           `json:"max_sessions"`
 	CPU         time.Duration `json:"cpu_ns"`
 	PeakRSS     uint64        `json:"peak_rss"`
+	// FirstRCPTAt and LastRCPTAt are when the first and the last RCPT since
+	// Begin reached a host (zero when none did): the probing's span as
+	// the servers saw it, for a run's timeline.
+	FirstRCPTAt time.Time `json:"first_rcpt_at"`
+	LastRCPTAt  time.Time `json:"last_rcpt_at"`
 }
 
 // StartWorld starts the workload's world in this process, with the
@@ -70,6 +75,26 @@ func CountsOf(sim *mailsim.Sim) Counts {
 	return c
 }
 
+// rcptSpan is when the first and the last RCPT after since reached one of
+// the workload's hosts. mailsim keeps the first 65536 arrival times per
+// host: a world that serves very many runs stops seeing its busiest hosts.
+func rcptSpan(sim *mailsim.Sim, hosts int, since time.Time) (first, last time.Time) {
+	for k := range hosts {
+		for _, t := range sim.CommandTimes(HostName(k), "RCPT") {
+			if t.Before(since) {
+				continue
+			}
+			if first.IsZero() || t.Before(first) {
+				first = t
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+	}
+	return first, last
+}
+
 // watchAll starts counting the connections open at once to all of the
 // workload's hosts together.
 func watchAll(sim *mailsim.Sim, hosts int) *mailsim.ConcurrencyWatch {
@@ -87,18 +112,21 @@ type inProcess struct {
 	sim   *mailsim.Sim
 	hosts int
 	watch *mailsim.ConcurrencyWatch
+	begun time.Time
 }
 
 func (p *inProcess) DNSAddr() string { return p.sim.DNSAddr() }
 func (p *inProcess) SMTPPort() int   { return p.sim.SMTPPort() }
 func (p *inProcess) Begin() error {
 	p.watch = watchAll(p.sim, p.hosts)
+	p.begun = time.Now()
 	return nil
 }
 func (p *inProcess) Counts() (Counts, error) {
 	c := CountsOf(p.sim)
 	if p.watch != nil {
 		c.MaxSessions = p.watch.Max()
+		c.FirstRCPTAt, c.LastRCPTAt = rcptSpan(p.sim, p.hosts, p.begun)
 	}
 	return c, nil
 }
@@ -158,6 +186,7 @@ func ServeWorld(ctx context.Context, w Workload, in io.Reader, out io.Writer) er
 	}()
 	var cpu0 time.Duration
 	var watch *mailsim.ConcurrencyWatch
+	var begun time.Time
 	for {
 		var line string
 		select {
@@ -175,12 +204,14 @@ func ServeWorld(ctx context.Context, w Workload, in io.Reader, out io.Writer) er
 			resetPeakRSS()
 			cpu0 = cpuTime()
 			watch = watchAll(sim, w.Hosts)
+			begun = time.Now()
 			_, err = io.WriteString(out, replyOK+"\n")
 		case cmdCounts:
 			c := CountsOf(sim)
 			c.CPU, c.PeakRSS = cpuTime()-cpu0, procStatus("VmHWM")
 			if watch != nil {
 				c.MaxSessions = watch.Max()
+				c.FirstRCPTAt, c.LastRCPTAt = rcptSpan(sim, w.Hosts, begun)
 			}
 			err = enc.Encode(c)
 		default:

@@ -424,31 +424,90 @@ var cutChunks = [...]int{32, 64, 128}
 
 // decide answers what it can without a mail server and cuts the rest into
 // units, a chunk of domains at a time (named nameC0-1, nameC0-2, ...).
+//
+// The lookups (the cache, DNS) run ahead of the cutting, chunk after chunk
+// in input order, DNSWorkers domains at once across chunks: the lookups of
+// the next chunks go on while a chunk waits for its slowest domain, is cut
+// and its units go out. A chunk waiting for its slowest lookup before the
+// next one's began held the units of every later chunk back, and the
+// workers' sessions to big hosts ran dry meanwhile. What a chunk holds does
+// not depend on when its lookups end, so the cut stays the same.
 func (r *distRun) decide(ctx context.Context, name string, groups []distGroup, useCache bool, emit func(WorkUnit) error) error {
+	var chunks []*chunkLookups
 	for c := 0; len(groups) > 0; c++ {
 		n := min(cutChunks[min(c, len(cutChunks)-1)], len(groups))
-		if err := r.decideChunk(ctx, fmt.Sprintf("%sc%d", name, c), groups[:n], useCache, emit); err != nil {
+		chunks = append(chunks, &chunkLookups{groups: groups[:n], decided: make([][]bool, n), done: make(chan struct{})})
+		groups = groups[n:]
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	sem := make(chan struct{}, r.cfg.DNSWorkers)
+	go func() {
+		for _, ch := range chunks {
+			r.lookupChunk(ctx, ch, useCache, sem)
+		}
+	}()
+	// Every lookup is over before decide returns: their rows are written
+	// by then, never after the run has ended.
+	defer func() {
+		cancel(nil)
+		for _, ch := range chunks {
+			<-ch.done
+		}
+	}()
+	for c, ch := range chunks {
+		select {
+		case <-ch.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if ch.err != nil {
+			return ch.err
+		}
+		if err := r.cutChunk(fmt.Sprintf("%sc%d", name, c), ch, emit); err != nil {
 			return err
 		}
-		groups = groups[n:]
 	}
 	return nil
 }
 
-// decideChunk answers what it can without a mail server (the cache, DNS,
-// do-not-probe) and cuts the rest into units named name-1, name-2, ...
-func (r *distRun) decideChunk(ctx context.Context, name string, groups []distGroup, useCache bool, emit func(WorkUnit) error) error {
-	decided := make([][]bool, len(groups))
+// chunkLookups is one chunk's domains and what the cache and DNS said of
+// them, ready once done is closed.
+type chunkLookups struct {
+	groups  []distGroup
+	decided [][]bool        // by group and address: answered by the cache
+	mails   []*resolve.Mail // by group: its mail exchangers; nil = decided without a mail server
+	err     error
+	done    chan struct{}
+}
+
+// lookupChunk answers what it can of a chunk without a mail server (the
+// cache, DNS, do-not-probe). It returns once every lookup of the chunk has
+// begun, so that the next chunk's begin as slots of sem free up; ch.done is
+// closed once they are all over.
+func (r *distRun) lookupChunk(ctx context.Context, ch *chunkLookups, useCache bool, sem chan struct{}) {
+	if err := context.Cause(ctx); err != nil {
+		ch.err = err
+		close(ch.done)
+		return
+	}
 	if useCache && r.d.Cache != nil && !r.cfg.Refresh && !r.w.cacheFailed() {
-		if err := r.cached(ctx, groups, decided); err != nil {
-			return err
+		if err := r.cached(ctx, ch.groups, ch.decided); err != nil {
+			ch.err = err
+			close(ch.done)
+			return
 		}
 	}
-	mails, err := r.resolveAll(ctx, groups, decided)
-	if err != nil {
-		return err
-	}
+	wait := r.resolveAll(ctx, ch.groups, ch.decided, sem)
+	go func() {
+		defer close(ch.done)
+		ch.mails, ch.err = wait()
+	}()
+}
 
+// cutChunk cuts the addresses of a chunk left to a mail server into units
+// named name-1, name-2, ...
+func (r *distRun) cutChunk(name string, ch *chunkLookups, emit func(WorkUnit) error) error {
+	groups, decided, mails := ch.groups, ch.decided, ch.mails
 	type bucket struct {
 		unit    WorkUnit
 		domains map[string]bool
@@ -580,15 +639,22 @@ func (r *distRun) storedResult(v store.Verdict, a distAddr) output.Result {
 }
 
 // resolveAll looks up the domains of groups with addresses left to decide,
-// DNSWorkers at once, and writes the rows DNS or the do-not-probe list
-// decide; the others' mail exchangers are returned by group (nil =
-// decided).
-func (r *distRun) resolveAll(ctx context.Context, groups []distGroup, decided [][]bool) ([]*resolve.Mail, error) {
+// as many at once as sem has room for, and writes the rows DNS or the
+// do-not-probe list decide. It returns once every lookup has begun; wait
+// returns once they are over, with the others' mail exchangers by group
+// (nil = decided).
+func (r *distRun) resolveAll(ctx context.Context, groups []distGroup, decided [][]bool, sem chan struct{}) (wait func() ([]*resolve.Mail, error)) {
 	mails := make([]*resolve.Mail, len(groups))
-	sem := make(chan struct{}, r.cfg.DNSWorkers)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	wait = func() ([]*resolve.Mail, error) {
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return nil, context.Cause(ctx)
+		}
+		return mails, firstErr
+	}
 	for gi := range groups {
 		left := 0
 		for ai := range groups[gi].addrs {
@@ -602,8 +668,7 @@ func (r *distRun) resolveAll(ctx context.Context, groups []distGroup, decided []
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			wg.Wait()
-			return nil, context.Cause(ctx)
+			return wait
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -628,11 +693,7 @@ func (r *distRun) resolveAll(ctx context.Context, groups []distGroup, decided []
 			}
 		})
 	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, context.Cause(ctx)
-	}
-	return mails, firstErr
+	return wait
 }
 
 func cmpErr(have, next error) error {

@@ -38,8 +38,26 @@ func (e *engine) startWorker(h *hostQueue) {
 // session first gets one of its operator's sessions from the Budget, then a
 // connection slot of this run: waiting for the operator holds no slot that
 // another operator's host could use.
+//
+// A session that ends with h's addresses still waiting and nothing wrong
+// (the server's RCPT per connection reached) is followed at once by the
+// next, on the same operator's session and slot, unless another worker
+// waits for a session of h's operator or a pause began: h's connections go
+// on back to back. Giving both back and asking again put each reconnection
+// of the run's busiest host behind every host waiting for a slot (and, in
+// a cluster, cost round trips to the shared budget); the operator's limit
+// holds either way, as at most one connection is open per session held.
 func (e *engine) work(ctx context.Context, h *hostQueue) {
 	pushedBack := 0
+	var release func() // the operator's session and a slot, held between two sessions
+	giveBack := func() {
+		if release != nil {
+			<-e.slots
+			release()
+			release = nil
+		}
+	}
+	defer giveBack()
 	// The queue may have emptied while this worker waited for its operator,
 	// a slot or its back-off: connecting then would open a session that
 	// asks nothing.
@@ -48,18 +66,19 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 			e.giveUpHost(h, reason, reply) // addresses that came later (retries, failover)
 			return
 		}
-		release, err := e.cfg.Budget.Session(ctx, h.operator, h.limits)
-		if err != nil {
-			return
-		}
-		if !e.acquireSlot(ctx) {
-			release()
-			return
-		}
-		if !e.router.hasPending(h) {
-			<-e.slots
-			release()
-			return
+		if release == nil {
+			r, err := e.cfg.Budget.Session(ctx, h.operator, h.limits)
+			if err != nil {
+				return
+			}
+			if !e.acquireSlot(ctx) {
+				r()
+				return
+			}
+			release = r
+			if !e.router.hasPending(h) {
+				return
+			}
 		}
 		again, troubled, stop := e.session(ctx, h)
 		if !stop {
@@ -67,18 +86,17 @@ func (e *engine) work(ctx context.Context, h *hostQueue) {
 			// outcome starts holds the waiter the session goes to.
 			e.cfg.Budget.Outcome(h.operator, h.limits, troubled)
 		}
-		<-e.slots
-		release()
-		if stop {
-			return
-		}
-		if !again {
+		if stop || !again {
 			return
 		}
 		if !troubled {
 			pushedBack = 0
+			if e.cfg.Budget.Contended(h.operator) || !e.cfg.Budget.PausedUntil(h.operator).IsZero() {
+				giveBack()
+			}
 			continue
 		}
+		giveBack()
 		// Back off before knocking again: 1 s, 2 s, 4 s … at most 30 s;
 		// not when the last address is decided meanwhile: the run would
 		// wait for the pause to end.

@@ -141,8 +141,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "bench:   %s/%s: %v wall, %d connections, %d wrong verdicts\n", j.Workload.Name, j.Strategy,
-			res.Wall.Round(time.Millisecond), res.Connections, res.Wrong)
+		tl := res.Timeline
+		fmt.Fprintf(stderr, "bench:   %s/%s: %v wall (first RCPT %v, last RCPT %v, last row %v), %d connections, %d wrong verdicts\n",
+			j.Workload.Name, j.Strategy, res.Wall.Round(time.Millisecond), tl.FirstRCPT.Round(time.Millisecond),
+			tl.LastRCPT.Round(time.Millisecond), tl.LastRow.Round(time.Millisecond), res.Connections, res.Wrong)
 		if res.Wrong > 0 {
 			fmt.Fprintf(stderr, "bench: %s/%s gave %d wrong verdicts, e.g. %v\n", res.Workload, res.Strategy, res.Wrong, res.Mismatches)
 			failed = true
