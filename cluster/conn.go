@@ -205,6 +205,29 @@ func (c *Conn) request(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
 }
 
+// electionWait is how long whileElecting waits between tries.
+const electionWait = 100 * time.Millisecond
+
+// whileElecting runs op with a context bounded by RequestTimeout, and
+// again while no server answers it, for up to RequestTimeout in all: a
+// stream or bucket just created, or whose leader is being elected, has no
+// responder for a moment (nats.ErrNoResponders), which is no reason to
+// fail a job. Any other error, or ctx ending, ends it at once.
+func (c *Conn) whileElecting(ctx context.Context, op func(ctx context.Context) error) error {
+	give := time.Now().Add(c.cfg.RequestTimeout)
+	for {
+		rctx, cancel := c.request(ctx)
+		err := op(rctx)
+		cancel()
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || !time.Now().Before(give) {
+			return err
+		}
+		if !sleepCtx(ctx, electionWait) {
+			return err
+		}
+	}
+}
+
 // storeMsg publishes m and returns once JetStream has stored it. While
 // the stream is away (its leader lost and another being elected, a server
 // restarting) it tries again, each try bounded by RequestTimeout, until

@@ -83,9 +83,10 @@ func (co *Coordinator) Open(ctx context.Context, job string) (rec JobRecord, exi
 		if err != nil {
 			return rec, false, err
 		}
-		rctx, cancel := c.request(ctx)
-		_, err = c.jobs.Create(rctx, jobKey(job), data)
-		cancel()
+		err = c.whileElecting(ctx, func(ctx context.Context) error {
+			_, err := c.jobs.Create(ctx, jobKey(job), data)
+			return err
+		})
 		if err == nil {
 			return rec, false, nil
 		}
@@ -274,9 +275,12 @@ func (c *Conn) jobRecord(ctx context.Context, job string) (JobRecord, uint64, er
 }
 
 func (c *Conn) getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
-	rctx, cancel := c.request(ctx)
-	defer cancel()
-	e, err := kv.Get(rctx, key)
+	var e jetstream.KeyValueEntry
+	err := c.whileElecting(ctx, func(ctx context.Context) error {
+		var err error
+		e, err = kv.Get(ctx, key)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return 0, err
@@ -294,9 +298,10 @@ func (c *Conn) putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v
 	if err != nil {
 		return fmt.Errorf("cluster: %s %s: %w", kv.Bucket(), key, err)
 	}
-	rctx, cancel := c.request(ctx)
-	defer cancel()
-	if _, err := kv.Put(rctx, key, data); err != nil {
+	if err := c.whileElecting(ctx, func(ctx context.Context) error {
+		_, err := kv.Put(ctx, key, data)
+		return err
+	}); err != nil {
 		return fmt.Errorf("%w: %s %s: %v", ErrUnavailable, kv.Bucket(), key, err)
 	}
 	return nil
