@@ -64,11 +64,19 @@ func (l *loader) run(ctx context.Context, src *input.Reader) error {
 		}
 		return err
 	}
+	// Rows let go (left out, or answered by the store) while others are
+	// held: a row held gets fields of its own, or it would keep in memory
+	// the text of the rows read about it (input.Record.Fields), past
+	// MemoryRows. Only the rows held are copied: in a rerun, few.
+	own := l.cfg.Skip != nil || (l.cfg.Store != nil && !l.cfg.Refresh)
 	// keep holds a row for the engine: grouped in memory, or partitioned
 	// on disk once the input is bigger than MemoryRows.
 	keep := func(p parsedRow) error {
 		if parts != nil {
 			return parts.add(p)
+		}
+		if own {
+			p.ref.fields = slices.Clone(p.ref.fields)
 		}
 		g.add(p)
 		if l.cfg.MemoryRows > 0 && g.rows > l.cfg.MemoryRows {
@@ -89,12 +97,7 @@ func (l *loader) run(ctx context.Context, src *input.Reader) error {
 	done := make(chan []parsedRow, cap(batches)+1) // batches handled, for readRows to fill again
 	stop := make(chan struct{})
 	defer close(stop)
-	// Rows let go (left out, or answered by the store) while others are
-	// held: each row read gets fields of its own, or a row held would keep
-	// in memory the text of the rows read about it (input.Record.Fields),
-	// past MemoryRows.
-	own := l.cfg.Skip != nil || l.recall != nil
-	go readRowsCopying(src, l.cfg.Skip, own, batches, done, stop)
+	go readRows(src, l.cfg.Skip, batches, done, stop)
 	for b := range batches {
 		l.sum.Rows += b.read
 		l.sum.Skipped += b.skipped
@@ -188,16 +191,9 @@ const readRowsBatch = 512
 // rows to out in batches, which it closes at the end, after a batch with
 // the error if reading failed. It fills again the batches it gets back on
 // done. It stops early when stop is closed. Its rows' fields share the
-// reader's blocks: for callers that hold every row (see readRowsCopying).
+// reader's blocks (input.Record.Fields): a caller that holds some rows
+// while letting the rows read about them go copies the ones it holds.
 func readRows(src *input.Reader, skip func(int) bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
-	readRowsCopying(src, skip, false, out, done, stop)
-}
-
-// readRowsCopying is readRows, which with own copies each row's fields
-// out of the reader's shared blocks, for callers that hold some rows while
-// letting the rows read about them go. The copy is made on the reading
-// goroutine, not the caller's.
-func readRowsCopying(src *input.Reader, skip func(int) bool, own bool, out chan<- rowBatch, done <-chan []parsedRow, stop <-chan struct{}) {
 	defer close(out)
 	b := rowBatch{rows: make([]parsedRow, 0, readRowsBatch)}
 	send := func() bool {
@@ -229,9 +225,6 @@ func readRowsCopying(src *input.Reader, skip func(int) bool, own bool, out chan<
 		if skip != nil && skip(rec.Row) {
 			b.skipped++
 			continue
-		}
-		if own {
-			rec.Fields = slices.Clone(rec.Fields)
 		}
 		b.rows = append(b.rows, parseRow(rec))
 		if len(b.rows) == readRowsBatch && !send() {
