@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c2.Flags(fs, "c2.")
 	l3.Flags(fs, "l3.")
 	b1.Flags(fs, "b1.")
-	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated: L1, C1, C1-store (C1 with the verdict store), C1-signals (C1 with the built-in signals), C1-rerun (C1 twice on one store, 5% of rows changed the second time), C2 (10M rows), L3 and B1 (the cluster's: 1, 2, 4 workers)")
+	workloads := fs.String("workloads", "L1,C1", "workloads to run, comma-separated: L1, C1, C1-store (C1 with the verdict store), C1-signals (C1 with the built-in signals), C1-rerun (C1 twice on one store, 5% of rows changed the second time), L1-rerun (the same on L1, 20 ms round trips), C2 (10M rows), L3 and B1 (the cluster's: 1, 2, 4 workers)")
 	l1Strategies := fs.String("l1.strategies", "bulkverify,naive", "strategies run on L1: bulkverify, naive, bulkverify-socks5 (through an in-process SOCKS5 proxy), cluster-N (N workers on NATS JetStream)")
 	l3Strategies := fs.String("l3.strategies", "cluster-1,cluster-2,cluster-4", "strategies run on L3")
 	b1Strategies := fs.String("b1.strategies", "cluster-1,cluster-2,cluster-4", "strategies run on B1")
@@ -292,6 +292,12 @@ func plan(workloads string, l1, c1, c2, l3, b1 benchmarks.Workload, l1s, c1s, sw
 			w := c1
 			rerun := benchmarks.C1Rerun()
 			w.Name, w.Store, w.Rerun, w.ChangeEvery = rerun.Name, true, true, rerun.ChangeEvery
+			if err := add(w, string(benchmarks.Bulk)); err != nil {
+				return nil, err
+			}
+		case "L1-RERUN":
+			w := l1
+			w.Name, w.Store, w.Rerun, w.ChangeEvery = "L1-rerun", true, true, benchmarks.C1Rerun().ChangeEvery
 			if err := add(w, string(benchmarks.Bulk)); err != nil {
 				return nil, err
 			}
