@@ -382,3 +382,44 @@ func TestStoreMsg(t *testing.T) {
 		t.Errorf("storeMsg of a unit over the size limit: %v (context: %v), want JetStream's refusal", err, ctx.Err())
 	}
 }
+
+// Collect's pull request for results is lost on its way (here dropped by
+// a proxy; in a cluster, sent before the new consumer's leader is known or
+// gone with a leader that died). The client counts the request as waiting
+// all the same: Collect must pull again once its heartbeats stop coming,
+// not after the pull's 30s expiry, and get every result.
+func TestCollectLostPullRequest(t *testing.T) {
+	ts := startJetStream(t)
+	proxy := startPullDropper(t, ts.URL(), ResultsStream, resultsConsumer("pull"), 1)
+	c := connect(t, testConfig(proxy.URL()))
+	units := makeUnits("pull", 4, 3, plainLocal)
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "pull", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	var got collected
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// No idle checks: they would find the lost request on their
+		// own (nothing waiting at the consumer), but only every 30s by
+		// default; it is the pull's heartbeats that must.
+		done <- co.Collect(cctx, "pull", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Hour}, got.add)
+	}()
+	p := newLocalPartProber()
+	close(p.release)
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w", Prober: p, Units: 1, PollWait: 200 * time.Millisecond})
+	// Without heartbeats of its own the feed pulls again only after 30s.
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := proxy.pullsSeen(); n < 2 {
+			return fmt.Errorf("%d pull requests sent, the first dropped", n)
+		}
+		return nil
+	})
+	if err := <-done; err != nil {
+		t.Fatalf("Collect after its pull request was lost: %v", err)
+	}
+	checkAll(t, units, &got)
+}
