@@ -10,31 +10,39 @@ import (
 	"testing"
 )
 
-// pullDropper is a TCP proxy in front of a NATS server that drops the
-// first pull requests a client sends to one consumer, as a request is lost
-// when it finds the consumer without a leader or goes down with its
-// leader. It reads the client's side of the protocol just enough to tell
-// messages apart (PUB and HPUB with their payloads); everything else
-// passes as it is.
-type pullDropper struct {
+// dropper is a TCP proxy in front of a NATS server that drops the first
+// messages a client sends on one subject: a request to JetStream lost the
+// way one is when it finds no leader to answer it (a consumer just
+// created, a leader being elected) or goes down with its leader. It reads
+// the client's side of the protocol just enough to tell messages apart
+// (PUB and HPUB with their payloads); everything else passes as it is.
+type dropper struct {
 	t       testing.TB
 	ln      net.Listener
 	target  string
-	subject string // the consumer's pull request subject
+	subject string
 
-	mu    sync.Mutex
-	drop  int // requests still to drop
-	pulls int // requests seen, dropped ones included
+	mu   sync.Mutex
+	drop int // messages still to drop
+	seen int // messages on subject, dropped ones included
 }
 
-func startPullDropper(t testing.TB, serverURL, stream, consumer string, drop int) *pullDropper {
+// pullSubject and infoSubject are where a client asks a consumer for
+// messages and for its state.
+func pullSubject(stream, consumer string) string {
+	return "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer
+}
+func infoSubject(stream, consumer string) string {
+	return "$JS.API.CONSUMER.INFO." + stream + "." + consumer
+}
+
+func startDropper(t testing.TB, serverURL, subject string, drop int) *dropper {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pullDropper{t: t, ln: ln, target: strings.TrimPrefix(serverURL, "nats://"),
-		subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, drop: drop}
+	p := &dropper{t: t, ln: ln, target: strings.TrimPrefix(serverURL, "nats://"), subject: subject, drop: drop}
 	var wg sync.WaitGroup
 	var conns sync.Map
 	t.Cleanup(func() {
@@ -62,16 +70,23 @@ func startPullDropper(t testing.TB, serverURL, stream, consumer string, drop int
 	return p
 }
 
-func (p *pullDropper) URL() string { return "nats://" + p.ln.Addr().String() }
+func (p *dropper) URL() string { return "nats://" + p.ln.Addr().String() }
 
-// pullsSeen returns how many pull requests to the consumer the client sent.
-func (p *pullDropper) pullsSeen() int {
+// sent returns how many messages on the subject the client sent.
+func (p *dropper) sent() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pulls
+	return p.seen
 }
 
-func (p *pullDropper) clientToServer(c, s net.Conn) {
+// dropNext makes the proxy drop the next n messages on the subject.
+func (p *dropper) dropNext(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drop = n
+}
+
+func (p *dropper) clientToServer(c, s net.Conn) {
 	r := bufio.NewReader(c)
 	for {
 		line, err := r.ReadString('\n')
@@ -99,10 +114,10 @@ func (p *pullDropper) clientToServer(c, s net.Conn) {
 	}
 }
 
-func (p *pullDropper) dropThis() bool {
+func (p *dropper) dropThis() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pulls++
+	p.seen++
 	if p.drop > 0 {
 		p.drop--
 		return true
