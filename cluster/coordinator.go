@@ -522,6 +522,16 @@ func (co *Coordinator) Collect(ctx context.Context, job string, opts CollectOpti
 	}
 }
 
+// feedHeartbeat is how often the server tells Collect's waiting pull
+// request is alive. A request can be lost without a word: sent while the
+// consumer has no leader yet (just created, its interest not yet known to
+// the server Collect is connected to, or a leader being elected), it is
+// answered "no responders", and one waiting at a leader that dies goes
+// with it. The client counts it as waiting all the same and pulls again
+// only once two heartbeats are missed; with the client's default of half
+// the pull's expiry, that left Collect deaf for 30s.
+const feedHeartbeat = time.Second
+
 // resultFeed is Collect's consumer of a job's results and the goroutine
 // that hands its messages over.
 type resultFeed struct {
@@ -557,7 +567,7 @@ func (co *Coordinator) openFeed(ctx context.Context, job string, from uint64, op
 	if err != nil {
 		return nil, fmt.Errorf("%w: results consumer: %v", ErrUnavailable, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	it, err := cons.Messages(jetstream.PullMaxMessages(500), jetstream.PullHeartbeat(feedHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("%w: results: %v", ErrUnavailable, err)
 	}
@@ -574,7 +584,8 @@ func (f *resultFeed) pump(ctx context.Context) {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return
 			}
-			// A server away: the iterator pulls again by itself.
+			// A server away, or two heartbeats missed (the pull request
+			// lost, see feedHeartbeat): the next Next pulls again.
 			select {
 			case <-time.After(50 * time.Millisecond):
 				continue

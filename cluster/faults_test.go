@@ -382,3 +382,93 @@ func TestStoreMsg(t *testing.T) {
 		t.Errorf("storeMsg of a unit over the size limit: %v (context: %v), want JetStream's refusal", err, ctx.Err())
 	}
 }
+
+// Collect's pull request for results is lost on its way (here dropped by
+// a proxy; in a cluster, sent before the new consumer's leader is known or
+// gone with a leader that died). The client counts the request as waiting
+// all the same: Collect must pull again once its heartbeats stop coming,
+// not after the pull's 30s expiry, and get every result.
+func TestCollectLostPullRequest(t *testing.T) {
+	ts := startJetStream(t)
+	proxy := startDropper(t, ts.URL(), pullSubject(ResultsStream, resultsConsumer("pull")), 1)
+	c := connect(t, testConfig(proxy.URL()))
+	units := makeUnits("pull", 4, 3, plainLocal)
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "pull", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	var got collected
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// No idle checks: they would find the lost request on their
+		// own (nothing waiting at the consumer), but only every 30s by
+		// default; it is the pull's heartbeats that must.
+		done <- co.Collect(cctx, "pull", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Hour}, got.add)
+	}()
+	p := newLocalPartProber()
+	close(p.release)
+	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w", Prober: p, Units: 1, PollWait: 200 * time.Millisecond})
+	// Without heartbeats of its own the feed pulls again only after 30s.
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := proxy.sent(); n < 2 {
+			return fmt.Errorf("%d pull requests sent, the first dropped", n)
+		}
+		return nil
+	})
+	if err := <-done; err != nil {
+		t.Fatalf("Collect after its pull request was lost: %v", err)
+	}
+	checkAll(t, units, &got)
+}
+
+// A worker started while JetStream cannot tell it its consumer (no leader
+// for it yet in a cluster just started; here the requests are dropped by a
+// proxy, so none is answered) asks again until it can, then works: it does
+// not exit.
+func TestWorkerStartedBeforeConsumerAnswers(t *testing.T) {
+	ts := startJetStream(t)
+	proxy := startDropper(t, ts.URL(), infoSubject(UnitsStream, WorkersConsumer), 0)
+	wcfg := testConfig(proxy.URL())
+	wcfg.RequestTimeout = time.Second
+	wc := connect(t, wcfg)
+	c := connect(t, testConfig(ts.URL()))
+	units := makeUnits("early", 4, 3, plainLocal)
+	co := c.Coordinator()
+	ctx := context.Background()
+	if _, err := co.Submit(ctx, "early", slices.Values(units)); err != nil {
+		t.Fatal(err)
+	}
+	proxy.dropNext(1 << 30)
+	p := newLocalPartProber()
+	close(p.release)
+	w, err := wc.NewWorker(WorkerConfig{ID: "early", Prober: p, PollWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(wctx) }()
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case err := <-ran:
+			t.Fatalf("Run before its consumer answered: returned %v", err)
+		default:
+		}
+		if n := proxy.sent(); n < 3 {
+			return fmt.Errorf("asked for the consumer %d times", n)
+		}
+		return nil
+	})
+	proxy.dropNext(0)
+	var got collected
+	collect(t, co, "early", CollectOptions{FlushInterval: 20 * time.Millisecond}, &got)
+	checkAll(t, units, &got)
+	stop()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -140,9 +140,9 @@ func (w *Worker) Stats() WorkerStats {
 // stored, the units given back for another worker to finish, and Run
 // returns nil. It returns an error only when it cannot work at all.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.c.js.Consumer(ctx, UnitsStream, WorkersConsumer)
-	if err != nil {
-		return fmt.Errorf("%w: consumer %s: %v", ErrUnavailable, WorkersConsumer, err)
+	cons, err := w.consumer(ctx)
+	if err != nil || ctx.Err() != nil {
+		return err
 	}
 	w.ackWait, w.maxDeliver = w.c.cfg.AckWait, w.c.cfg.MaxDeliver
 	if info := cons.CachedInfo(); info != nil {
@@ -165,6 +165,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancel()
 	_ = w.c.workers.Delete(dctx, workerKey(w.cfg.ID))
 	return nil
+}
+
+// consumer returns the workers' shared consumer. While JetStream cannot
+// tell (the server away, or the consumer without a leader: a cluster just
+// started, or electing one) it asks again every quarter second, each try
+// bounded by RequestTimeout, until ctx ends, when it returns nil and no
+// error: a worker started a moment too early waits rather than exits. A
+// consumer or stream that is not there (deleted after Connect) ends it.
+func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	for {
+		rctx, cancel := w.c.request(ctx)
+		cons, err := w.c.js.Consumer(rctx, UnitsStream, WorkersConsumer)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+			errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 {
+			return nil, fmt.Errorf("%w: consumer %s: %v", ErrUnavailable, WorkersConsumer, err)
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return nil, nil
+		}
+	}
 }
 
 func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
