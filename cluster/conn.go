@@ -275,14 +275,15 @@ func (c *Conn) settle(ctx context.Context, futures []jetstream.PubAckFuture) (in
 	return len(futures), nil
 }
 
-// setup creates or updates the streams, the workers' consumer and the
-// buckets. Every process does this at start; they all ask for the same
-// settings, so whichever comes first wins and the others change nothing.
+// setup creates (or, when their settings differ, updates) the streams,
+// the workers' consumer and the buckets. Every process does this at start;
+// they all ask for the same settings, so whichever comes first wins and the
+// others change nothing.
 func (c *Conn) setup(ctx context.Context) error {
 	ctx, cancel := c.request(ctx)
 	defer cancel()
 	var err error
-	c.units, err = c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	c.units, err = c.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        UnitsStream,
 		Description: "bulkverify work units, one per MX-host group (v" + strconv.Itoa(WireVersion) + ")",
 		Subjects:    []string{unitSubjects},
@@ -308,7 +309,7 @@ func (c *Conn) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", WorkersConsumer, err)
 	}
-	c.results, err = c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	c.results, err = c.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        ResultsStream,
 		Description: "bulkverify results, one per address, until the job's coordinator has them",
 		Subjects:    []string{resultSubjects},
@@ -335,13 +336,35 @@ func (c *Conn) setup(ctx context.Context) error {
 	for _, b := range buckets {
 		b.cfg.Storage = jetstream.FileStorage
 		b.cfg.Replicas = c.cfg.Replicas
-		kv, err := c.js.CreateOrUpdateKeyValue(ctx, b.cfg)
+		kv, err := c.ensureKeyValue(ctx, b.cfg)
 		if err != nil {
 			return fmt.Errorf("bucket %s: %w", b.cfg.Bucket, err)
 		}
 		*b.kv = kv
 	}
 	return nil
+}
+
+// ensureStream creates the stream, or updates it when it exists with other
+// settings. A create with the settings the stream has changes nothing; an
+// update would rewrite its configuration all the same, and nats-server
+// (2.15) does that without a lock against a consumer being created on the
+// stream: every process starting would race every Collect and worker.
+func (c *Conn) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := c.js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return c.js.UpdateStream(ctx, cfg)
+	}
+	return s, err
+}
+
+// ensureKeyValue is ensureStream for a bucket.
+func (c *Conn) ensureKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := c.js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return c.js.UpdateKeyValue(ctx, cfg)
+	}
+	return kv, err
 }
 
 // redactURL drops users and passwords from server URLs before they are shown.

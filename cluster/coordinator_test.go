@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // runWorker runs a worker until the test ends or stop is called.
@@ -192,5 +195,59 @@ func TestOpenAndInterruptedSubmit(t *testing.T) {
 	st, err := co.Submit(ctx, "job-1", slices.Values(units))
 	if err != nil || st.Published != 2 || st.Skipped != 1 {
 		t.Fatalf("Submit again: %+v %v; want the 2 units not yet out published", st, err)
+	}
+}
+
+// TestSetupUpdatesOnlyWhatDiffers: a process that connects with the
+// settings the streams and buckets already have changes nothing (an update
+// would rewrite them, racing consumers being created: see ensureStream);
+// one with other settings updates what differs. Told by the server's own
+// "stream updated" advisories.
+func TestSetupUpdatesOnlyWhatDiffers(t *testing.T) {
+	ts := startJetStream(t)
+	nc, err := nats.Connect(ts.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	updated := make(chan string, 64)
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.>", func(m *nats.Msg) {
+		updated <- strings.TrimPrefix(m.Subject, "$JS.EVENT.ADVISORY.STREAM.UPDATED.")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := testConfig(ts.URL())
+	connect(t, cfg)
+	connect(t, cfg) // the same settings: no update
+	cfg.ResultsMaxAge = 3 * time.Hour
+	c := connect(t, cfg) // the results' retention changed: that stream only
+
+	// The server sends its advisories in order: once the last connect's
+	// arrives, any of the connects before it has too.
+	var got []string
+	for waiting := true; waiting; {
+		select {
+		case name := <-updated:
+			got = append(got, name)
+			waiting = name != ResultsStream
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no update of %s announced; updates seen: %q", ResultsStream, got)
+		}
+	}
+	if !slices.Equal(got, []string{ResultsStream}) {
+		t.Errorf("streams updated: %q, want only %s", got, ResultsStream)
+	}
+	info, err := c.results.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != 3*time.Hour {
+		t.Errorf("results MaxAge %v after the update, want 3h", info.Config.MaxAge)
 	}
 }
