@@ -136,13 +136,7 @@ func TestWorkQueueLeaderLoss(t *testing.T) {
 	for i := range 2 {
 		runWorker(t, connect(t, cfg), WorkerConfig{ID: fmt.Sprintf("w%d", i), Prober: p, Units: 4, PollWait: 200 * time.Millisecond})
 	}
-	var got collected
-	cctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- co.Collect(cctx, "lead", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Second}, got.add)
-	}()
+	got, done := collectInBackground(t, co, "lead", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Second}, 120*time.Second)
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		got.mu.Lock()
 		defer got.mu.Unlock()
@@ -164,7 +158,7 @@ func TestWorkQueueLeaderLoss(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Collect across the loss of the work queue's leader: %v", err)
 	}
-	checkAll(t, units, &got)
+	checkAll(t, units, got)
 	for k, n := range p.timesAsked() {
 		if n > 2 {
 			t.Errorf("key %d asked %d times", k, n)

@@ -203,13 +203,7 @@ func TestServerRestart(t *testing.T) {
 	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w1", Prober: p, Units: 4, PollWait: 200 * time.Millisecond})
 	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w2", Prober: p, Units: 4, PollWait: 200 * time.Millisecond})
 
-	var got collected
-	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- co.Collect(cctx, "srv", CollectOptions{FlushInterval: 20 * time.Millisecond}, got.add)
-	}()
+	got, done := collectInBackground(t, co, "srv", CollectOptions{FlushInterval: 20 * time.Millisecond}, 90*time.Second)
 	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		got.mu.Lock()
 		defer got.mu.Unlock()
@@ -224,7 +218,7 @@ func TestServerRestart(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Collect across a server restart: %v", err)
 	}
-	checkAll(t, units, &got)
+	checkAll(t, units, got)
 	for k, n := range p.timesAsked() {
 		if n > 2 {
 			t.Errorf("key %d asked %d times", k, n)
@@ -297,13 +291,7 @@ func TestCollectLostDelivery(t *testing.T) {
 	if _, err := co.Submit(ctx, "lost", slices.Values(units)); err != nil {
 		t.Fatal(err)
 	}
-	var got collected
-	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- co.Collect(cctx, "lost", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: 200 * time.Millisecond}, got.add)
-	}()
+	got, done := collectInBackground(t, co, "lost", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: 200 * time.Millisecond}, 60*time.Second)
 	waiting := func(n int) func() error {
 		return func() error {
 			cons, err := c.js.Consumer(ctx, ResultsStream, resultsConsumer("lost"))
@@ -347,7 +335,7 @@ func TestCollectLostDelivery(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Collect with a result lost on its way: %v", err)
 	}
-	checkAll(t, units, &got)
+	checkAll(t, units, got)
 }
 
 // storeMsg stores a message once however often it is called (its id), and
@@ -398,16 +386,10 @@ func TestCollectLostPullRequest(t *testing.T) {
 	if _, err := co.Submit(ctx, "pull", slices.Values(units)); err != nil {
 		t.Fatal(err)
 	}
-	var got collected
-	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		// No idle checks: they would find the lost request on their
-		// own (nothing waiting at the consumer), but only every 30s by
-		// default; it is the pull's heartbeats that must.
-		done <- co.Collect(cctx, "pull", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Hour}, got.add)
-	}()
+	// No idle checks: they would find the lost request on their
+	// own (nothing waiting at the consumer), but only every 30s by
+	// default; it is the pull's heartbeats that must.
+	got, done := collectInBackground(t, co, "pull", CollectOptions{FlushInterval: 20 * time.Millisecond, IdleCheck: time.Hour}, 60*time.Second)
 	p := newLocalPartProber()
 	close(p.release)
 	runWorker(t, connect(t, testConfig(ts.URL())), WorkerConfig{ID: "w", Prober: p, Units: 1, PollWait: 200 * time.Millisecond})
@@ -421,7 +403,7 @@ func TestCollectLostPullRequest(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Collect after its pull request was lost: %v", err)
 	}
-	checkAll(t, units, &got)
+	checkAll(t, units, got)
 }
 
 // A worker started while JetStream cannot tell it its consumer (no leader

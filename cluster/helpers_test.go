@@ -199,3 +199,14 @@ func makeUnits(job string, n, size int, local func(key uint64) string) []Unit {
 }
 
 func plainLocal(key uint64) string { return fmt.Sprintf("user%d", key) }
+
+// collectInBackground runs co.Collect of job, for at most bound, and
+// returns what it collects and, once it has returned, its error.
+func collectInBackground(t testing.TB, co *Coordinator, job string, opts CollectOptions, bound time.Duration) (*collected, <-chan error) {
+	got := &collected{}
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- co.Collect(ctx, job, opts, got.add) }()
+	return got, done
+}
