@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -11,67 +10,15 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/bulkverify/bulkverify/internal/natstest"
 )
 
-// testServer is a real nats-server with JetStream running in the test
-// process, on a random loopback port, storing in the test's temp dir.
-type testServer struct {
-	t    testing.TB
-	opts server.Options
-	s    *server.Server
-}
-
 // startJetStream starts an embedded JetStream server, ready for clients,
-// shut down at cleanup (as nats-server's RunBasicJetStreamServer does).
-func startJetStream(t testing.TB) *testServer {
+// shut down at cleanup.
+func startJetStream(t testing.TB) *natstest.Server {
 	t.Helper()
-	ts := &testServer{t: t, opts: server.Options{
-		ServerName: "bulkverify-test",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-	}}
-	ts.start()
-	// The port is kept for restarts, so clients reconnect to the same URL.
-	ts.opts.Port = ts.s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ts.Shutdown)
-	return ts
-}
-
-func (ts *testServer) start() {
-	ts.t.Helper()
-	opts := ts.opts
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		ts.t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		ts.t.Fatal("nats-server: not ready for connections")
-	}
-	ts.s = s
-}
-
-// URL is the client URL of the server.
-func (ts *testServer) URL() string { return ts.s.ClientURL() }
-
-// Shutdown stops the server and waits until it has.
-func (ts *testServer) Shutdown() {
-	if ts.s != nil {
-		ts.s.Shutdown()
-		ts.s.WaitForShutdown()
-	}
-}
-
-// Restart stops the server and starts it again on the same port and store.
-func (ts *testServer) Restart() {
-	ts.t.Helper()
-	ts.Shutdown()
-	ts.start()
+	return natstest.Start(t, server.Options{ServerName: "bulkverify-test"})
 }
 
 // testConfig is a Config for tests: short waits, so that redelivery and

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/bulkverify/bulkverify/internal/natstest"
 	"github.com/bulkverify/bulkverify/internal/testenv"
 	"github.com/bulkverify/bulkverify/mailsim"
 )
@@ -169,8 +170,7 @@ type clusterEnv struct {
 	dir      string
 	cfg      string
 	sim      *mailsim.Sim
-	nats     *server.Server
-	natsOpts server.Options
+	nats     *natstest.Server
 	url      string
 	bigmail  *mailsim.ConcurrencyWatch
 	workers  []*proc
@@ -266,40 +266,13 @@ func newClusterEnv(t *testing.T, bin string) *clusterEnv {
 }
 
 func (env *clusterEnv) startNATS() {
-	env.natsOpts = server.Options{ServerName: "bulkverify-e2e", Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: filepath.Join(env.dir, "jetstream"), NoLog: true, NoSigs: true}
-	env.runNATS()
-	// The port is kept for a restart, so that clients find the server again.
-	env.natsOpts.Port = env.nats.Addr().(*net.TCPAddr).Port
-	env.url = env.nats.ClientURL()
-	env.t.Cleanup(func() {
-		env.nats.Shutdown()
-		env.nats.WaitForShutdown()
-	})
-}
-
-func (env *clusterEnv) runNATS() {
-	t := env.t
-	opts := env.natsOpts
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatal("nats-server: not ready for connections")
-	}
-	env.nats = s
+	env.nats = natstest.Start(env.t, server.Options{ServerName: "bulkverify-e2e", StoreDir: filepath.Join(env.dir, "jetstream")})
+	env.url = env.nats.URL()
 }
 
 // restartNATS stops the server and starts it again on the same port and
 // store: what JetStream stored on disk is all that survives.
-func (env *clusterEnv) restartNATS() {
-	env.nats.Shutdown()
-	env.nats.WaitForShutdown()
-	env.runNATS()
-}
+func (env *clusterEnv) restartNATS() { env.nats.Restart() }
 
 // worldFlags point a process at the world, with the suite's config.
 func (env *clusterEnv) worldFlags() []string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulkverify/bulkverify/cluster"
 	"github.com/bulkverify/bulkverify/input"
+	"github.com/bulkverify/bulkverify/internal/natstest"
 	"github.com/bulkverify/bulkverify/mailsim"
 	"github.com/bulkverify/bulkverify/output"
 	"github.com/bulkverify/bulkverify/resolve"
@@ -223,25 +224,7 @@ func TestUnitProberKnownDomains(t *testing.T) {
 }
 
 // startNATS starts a real nats-server with JetStream in the test process.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s.ClientURL()
-}
+func startNATS(t *testing.T) string { return natstest.Start(t, server.Options{}).URL() }
 
 func connectCluster(t *testing.T, url string) *cluster.Conn {
 	t.Helper()

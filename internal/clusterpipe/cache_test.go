@@ -8,22 +8,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/bulkverify/bulkverify/cluster"
+	"github.com/bulkverify/bulkverify/internal/natstest"
 	"github.com/bulkverify/bulkverify/store"
 )
 
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s.ClientURL()
-}
+// startNATS starts a real nats-server with JetStream in the test process.
+func startNATS(t *testing.T) string { return natstest.Start(t, server.Options{}).URL() }
 
 // The cache reads verdicts as they stood when the job began, judged by
 // the run's freshness (its --max-age too), reads the shared namespaces
