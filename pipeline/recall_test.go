@@ -57,7 +57,7 @@ func TestRecallAnswersRowsAsTheyAreRead(t *testing.T) {
 			checkEveryRowOnce(t, first, n)
 			rcpt := h.sim.TotalCommands("RCPT")
 
-			clock.advance(time.Hour)
+			clock.Advance(time.Hour)
 			totals, results := 0, 0
 			total := -1
 			h.cfg.OnTotal = func(rows int) { totals++; total = rows }

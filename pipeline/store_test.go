@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/miekg/dns"
 
 	"github.com/bulkverify/bulkverify/egress"
@@ -16,31 +17,14 @@ import (
 	"github.com/bulkverify/bulkverify/store"
 )
 
-// testClock is a clock the test moves: the pipeline's checked_at
+// newTestClock is a clock the test moves: the pipeline's checked_at
 // (Config.Now) and the store's freshness (store.Options.Now) both read it.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+func newTestClock() *clockwork.FakeClock {
+	return clockwork.NewFakeClockAt(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // openStore opens a store in a directory of the test's, on clock.
-func openStore(t *testing.T, clock *testClock, f store.Freshness) *store.Store {
+func openStore(t *testing.T, clock *clockwork.FakeClock, f store.Freshness) *store.Store {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{Now: clock.Now, Freshness: f})
 	if err != nil {
@@ -114,7 +98,7 @@ func TestStoreReusesFreshVerdicts(t *testing.T) {
 	}
 	rcpt, mx := h.sim.TotalCommands("RCPT"), h.sim.DNSQueries("acme.test", dns.TypeMX)
 
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	second, sum2 := h.run(storeInput)
 	checkEveryRowOnce(t, second, storeInputRows)
 	if got := h.sim.TotalCommands("RCPT"); got != rcpt {
@@ -165,7 +149,7 @@ func TestStoreStaleAndCatchAll(t *testing.T) {
 
 	// A day later: the two are fresh; a new address of the domain is asked
 	// alone, without a catch-all check (its answer is 7 days fresh).
-	clock.advance(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
 	rows, _ := h.run("email\nalice@acme.test\nbob@acme.test\ncarol@acme.test\n")
 	if got := h.sim.Commands("mx1.acme.test", "RCPT") - rcpt; got != 1 {
 		t.Errorf("a new address of a domain with a fresh catch-all answer cost %d RCPT, want 1", got)
@@ -178,7 +162,7 @@ func TestStoreStaleAndCatchAll(t *testing.T) {
 	// 31 days later: everything is stale (30 days), the catch-all answer
 	// too (7 days): all asked again, with a check.
 	rcpt = h.sim.Commands("mx1.acme.test", "RCPT")
-	clock.advance(31 * 24 * time.Hour)
+	clock.Advance(31 * 24 * time.Hour)
 	rows, sum := h.run("email\nalice@acme.test\nbob@acme.test\n")
 	if got := h.sim.Commands("mx1.acme.test", "RCPT") - rcpt; got != 3 {
 		t.Errorf("stale verdicts cost %d RCPT, want 2 and a catch-all check", got)
@@ -197,7 +181,7 @@ func TestStoreRefreshAndMaxAge(t *testing.T) {
 	h.run(storeInput)
 	rcpt := h.sim.TotalCommands("RCPT")
 
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	h.cfg.Refresh = true
 	rows, sum := h.run(storeInput)
 	if got := h.sim.TotalCommands("RCPT") - rcpt; got != rcpt {
@@ -219,11 +203,11 @@ func TestStoreRefreshAndMaxAge(t *testing.T) {
 	h2.cfg.Store, h2.cfg.Now = st2, clock2.Now
 	h2.run(storeInput)
 	rcpt = h2.sim.TotalCommands("RCPT")
-	clock2.advance(10 * time.Minute)
+	clock2.Advance(10 * time.Minute)
 	if _, sum := h2.run(storeInput); sum.Stored == 0 || h2.sim.TotalCommands("RCPT") != rcpt {
 		t.Errorf("10 minutes later, within --max-age: %d stored, %d RCPT more", sum.Stored, h2.sim.TotalCommands("RCPT")-rcpt)
 	}
-	clock2.advance(time.Hour)
+	clock2.Advance(time.Hour)
 	if _, sum := h2.run(storeInput); sum.Stored != 0 || h2.sim.TotalCommands("RCPT") != 2*rcpt {
 		t.Errorf("past --max-age: %d stored, %d RCPT more, want 0 stored and %d RCPT", sum.Stored, h2.sim.TotalCommands("RCPT")-rcpt, rcpt)
 	}
@@ -365,7 +349,7 @@ func TestStoreRemembersRefusals(t *testing.T) {
 
 	// An hour later, a new process: the egress is not used for that
 	// operator at all.
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	rows, refused = run(h, "email\nok3@picky.test\nok4@picky.test\n")
 	if got := h.sim.Connections("mx.picky.test") - conns; got != 0 {
 		t.Errorf("the refused egress connected %d times again", got)
@@ -380,7 +364,7 @@ func TestStoreRemembersRefusals(t *testing.T) {
 	}
 
 	// Past RefusalMemory the egress may try again.
-	clock.advance(2 * defaultRefusalMemory)
+	clock.Advance(2 * defaultRefusalMemory)
 	run(h, "email\nok5@picky.test\n")
 	if h.sim.Connections("mx.picky.test") == conns {
 		t.Error("a refusal older than RefusalMemory still kept the egress away")
@@ -403,7 +387,7 @@ func TestFindReusesStoredVerdicts(t *testing.T) {
 	if rcpt == 0 {
 		t.Fatal("the first run asked nothing")
 	}
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	second, _ := h.runFind(people, FindConfig{})
 	if got := h.sim.TotalCommands("RCPT") - rcpt; got != 0 {
 		t.Errorf("the second run sent %d RCPT, want none: every candidate's verdict was fresh", got)
@@ -449,7 +433,7 @@ func TestStoredRefusalBindsOnlyTheRefusedEgress(t *testing.T) {
 	refused := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.81")
 	allowed := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.82")
 
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	rows := run("email\nok3@picky.test\nok4@picky.test\n")
 	if got := h.sim.ConnectionsFrom("mx.picky.test", "127.0.0.81") - refused; got != 0 {
 		t.Errorf("the refused egress connected %d times again", got)
@@ -483,7 +467,7 @@ func TestStoreWithPartitionedInput(t *testing.T) {
 		t.Fatalf("%d partitions: the input did not spill", sum1.Memory.Partitions)
 	}
 	rcpt := h.sim.TotalCommands("RCPT")
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	second, sum2 := h.run(csvText)
 	checkEveryRowOnce(t, second, n)
 	if got := h.sim.TotalCommands("RCPT") - rcpt; got != 0 {
