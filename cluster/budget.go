@@ -134,8 +134,8 @@ func (c *Conn) NewBudget(cfg BudgetConfig) (*Budget, error) {
 		return nil, errors.Join(ErrUnavailable, err)
 	}
 	b.wg.Add(3)
-	go func() { defer b.wg.Done(); b.watchPauses(pw) }()
-	go func() { defer b.wg.Done(); b.watchWaiters(ww) }()
+	go func() { defer b.wg.Done(); b.watch(pw, b.pauseChanged) }()
+	go func() { defer b.wg.Done(); b.watch(ww, b.waiterChanged) }()
 	go func() { defer b.wg.Done(); b.renewLoop() }()
 	return b, nil
 }
@@ -397,7 +397,8 @@ func (b *Budget) Contended(operator string) bool {
 	return false
 }
 
-func (b *Budget) watchWaiters(w jetstream.KeyWatcher) {
+// watch hands every change w sees to changed until the budget closes.
+func (b *Budget) watch(w jetstream.KeyWatcher, changed func(jetstream.KeyValueEntry)) {
 	defer w.Stop()
 	for {
 		select {
@@ -407,27 +408,31 @@ func (b *Budget) watchWaiters(w jetstream.KeyWatcher) {
 			if !ok {
 				return
 			}
-			if e == nil {
-				continue
+			if e != nil { // nil: the watcher has caught up
+				changed(e)
 			}
-			op, id, ok := splitWaiterKey(e.Key())
-			if !ok {
-				continue
-			}
-			b.mu.Lock()
-			m := b.waiting[op]
-			if m == nil {
-				m = map[string]time.Time{}
-				b.waiting[op] = m
-			}
-			var v leaseValue
-			if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &v) != nil {
-				delete(m, id)
-			} else {
-				m[id] = v.At
-			}
-			b.mu.Unlock()
 		}
+	}
+}
+
+// waiterChanged keeps b.waiting as the bucket's waiter keys say.
+func (b *Budget) waiterChanged(e jetstream.KeyValueEntry) {
+	op, id, ok := splitWaiterKey(e.Key())
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.waiting[op]
+	if m == nil {
+		m = map[string]time.Time{}
+		b.waiting[op] = m
+	}
+	var v leaseValue
+	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &v) != nil {
+		delete(m, id)
+	} else {
+		m[id] = v.At
 	}
 }
 
@@ -644,30 +649,20 @@ func (b *Budget) waitPause(ctx context.Context, operator string) error {
 	}
 }
 
-func (b *Budget) watchPauses(w jetstream.KeyWatcher) {
-	defer w.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil || len(e.Key()) < 3 {
-				continue
-			}
-			op := tokenName(e.Key()[2:])
-			var st pushbackState
-			b.mu.Lock()
-			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &st) == nil {
-				b.pauses[op] = st.Paused
-				b.quiet[op] = b.isQuiet(st)
-			} else {
-				delete(b.pauses, op)
-				delete(b.quiet, op)
-			}
-			b.mu.Unlock()
-		}
+// pauseChanged keeps b.pauses and b.quiet as the bucket's pushback keys say.
+func (b *Budget) pauseChanged(e jetstream.KeyValueEntry) {
+	if len(e.Key()) < 3 {
+		return
+	}
+	op := tokenName(e.Key()[2:])
+	var st pushbackState
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &st) == nil {
+		b.pauses[op] = st.Paused
+		b.quiet[op] = b.isQuiet(st)
+	} else {
+		delete(b.pauses, op)
+		delete(b.quiet, op)
 	}
 }
