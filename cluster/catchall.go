@@ -12,9 +12,16 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-// CatchAllShare lets the workers of a cluster ask each domain's accept-all
-// question once between them. A domain's key (ca.DOMAIN of CatchAllBucket)
-// is in one of three states:
+// catchAllEntry is the value of ca.DOMAIN.
+type catchAllEntry struct {
+	Answer  *bool     `json:"answer,omitempty"` // nil: claimed, not answered yet
+	Claimer string    `json:"claimer,omitempty"`
+	At      time.Time `json:"at"` // when claimed, or answered
+}
+
+// CatchAll lets the workers of a cluster ask each domain's accept-all
+// question once between them (it is the engine's pipeline.CatchAllShare).
+// A domain's key (ca.DOMAIN of CatchAllBucket) is in one of three states:
 //
 //   - absent: nobody knows or asks; the first Claim takes it and must then
 //     find the answer and Put it, or Abandon the claim;
@@ -26,30 +33,8 @@ import (
 //
 // Answers that are not an answer (a temporary failure, a timeout) are not
 // shared: the claimant Abandons, and the next asker tries itself.
-type CatchAllShare interface {
-	// Claim returns the domain's answer when it is known (answer != nil).
-	// Otherwise mine tells whether the caller now holds the claim (it must
-	// Put or Abandon), or another worker does (the caller may Wait).
-	Claim(ctx context.Context, domain string) (answer *bool, mine bool, err error)
-	// Put records the claimant's answer and ends its claim.
-	Put(ctx context.Context, domain string, acceptsAll bool) error
-	// Abandon ends the caller's claim without an answer.
-	Abandon(ctx context.Context, domain string) error
-	// Wait waits until the domain is answered (answer != nil), or its claim
-	// ends without an answer or goes stale (nil: the caller may Claim
-	// again), or ctx ends.
-	Wait(ctx context.Context, domain string) (answer *bool, err error)
-}
-
-// catchAllEntry is the value of ca.DOMAIN.
-type catchAllEntry struct {
-	Answer  *bool     `json:"answer,omitempty"` // nil: claimed, not answered yet
-	Claimer string    `json:"claimer,omitempty"`
-	At      time.Time `json:"at"` // when claimed, or answered
-}
-
-// CatchAll is the cluster's CatchAllShare. Each value has its own claimer
-// id: use one per process. Within the process, a domain claimed and not yet
+//
+// Each value has its own claimer id: use one per process. Within the process, a domain claimed and not yet
 // answered or abandoned is another caller's claim for a second Claim, which
 // then Waits like a caller on another machine: several units of one domain
 // probed at once by one worker ask the question once, too.
@@ -72,9 +57,7 @@ type CatchAll struct {
 // asker once the claim goes stale.
 const maxClaimHold = 10 * time.Minute
 
-var _ CatchAllShare = (*CatchAll)(nil)
-
-// CatchAll returns a CatchAllShare with a claimer id of its own.
+// CatchAll returns a CatchAll with a claimer id of its own.
 func (c *Conn) CatchAll() *CatchAll {
 	return &CatchAll{c: c, id: idSafe(nuid.Next()), held: map[string]context.CancelFunc{}}
 }
@@ -158,7 +141,9 @@ func (s *CatchAll) Close() error {
 	return errors.Join(errs...)
 }
 
-// Claim implements CatchAllShare.
+// Claim returns the domain's answer when it is known (answer != nil).
+// Otherwise mine tells whether the caller now holds the claim (it must Put
+// or Abandon), or another worker does (the caller may Wait).
 func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error) {
 	key := catchAllKey(domain)
 	mine, _ := json.Marshal(catchAllEntry{Claimer: s.id, At: s.c.cfg.Now()})
@@ -212,14 +197,14 @@ func (s *CatchAll) Claim(ctx context.Context, domain string) (*bool, bool, error
 	}
 }
 
-// Put implements CatchAllShare. It is written whoever claims: an answer
+// Put records the claimant's answer and ends its claim. It is written whoever claims: an answer
 // found is worth keeping even when the claim went stale meanwhile.
 func (s *CatchAll) Put(ctx context.Context, domain string, acceptsAll bool) error {
 	defer s.unhold(domain)
 	return s.c.putJSON(ctx, s.c.catchAll, catchAllKey(domain), catchAllEntry{Answer: &acceptsAll, At: s.c.cfg.Now()})
 }
 
-// Abandon implements CatchAllShare: the claim is deleted if it is still
+// Abandon ends the caller's claim without an answer: the claim is deleted if it is still
 // the caller's.
 func (s *CatchAll) Abandon(ctx context.Context, domain string) error {
 	defer s.unhold(domain)
@@ -243,7 +228,9 @@ func (s *CatchAll) Abandon(ctx context.Context, domain string) error {
 	return nil
 }
 
-// Wait implements CatchAllShare with a watch on the domain's key.
+// Wait waits until the domain is answered (answer != nil), or its claim
+// ends without an answer or goes stale (nil: the caller may Claim again),
+// or ctx ends. It watches the domain's key.
 func (s *CatchAll) Wait(ctx context.Context, domain string) (*bool, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -289,37 +276,6 @@ func (s *CatchAll) Wait(ctx context.Context, domain string) (*bool, error) {
 				return nil, nil
 			}
 			stale.Reset(s.c.cfg.ClaimTTL - age)
-		}
-	}
-}
-
-// CheckCatchAllOnce returns domain's accept-all answer, asking check only
-// if no worker of the cluster knows it or is asking: it claims the domain,
-// waits for another claimant's answer, or asks and shares the answer.
-// check returns nil when it could not tell; that is not shared.
-func CheckCatchAllOnce(ctx context.Context, s CatchAllShare, domain string, check func(context.Context) (*bool, error)) (*bool, error) {
-	for {
-		answer, mine, err := s.Claim(ctx, domain)
-		if err != nil {
-			return nil, err
-		}
-		if answer != nil {
-			return answer, nil
-		}
-		if mine {
-			got, err := check(ctx)
-			if err != nil || got == nil {
-				_ = s.Abandon(context.WithoutCancel(ctx), domain)
-				return nil, err
-			}
-			if err := s.Put(ctx, domain, *got); err != nil {
-				return got, err
-			}
-			return got, nil
-		}
-		answer, err = s.Wait(ctx, domain)
-		if err != nil || answer != nil {
-			return answer, err
 		}
 	}
 }

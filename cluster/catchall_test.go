@@ -22,7 +22,7 @@ func TestCatchAllOncePerDomain(t *testing.T) {
 	for i := range answers {
 		share := connect(t, testConfig(ts.URL())).CatchAll()
 		wg.Go(func() {
-			a, err := CheckCatchAllOnce(ctx, share, "accept-all.example", func(context.Context) (*bool, error) {
+			a, err := checkCatchAllOnce(ctx, share, "accept-all.example", func(context.Context) (*bool, error) {
 				asked.Add(1)
 				<-gate // the others come while this one asks
 				yes := true
@@ -188,5 +188,38 @@ func TestCatchAllClaimRenewed(t *testing.T) {
 	}
 	if _, mine, err := b.Claim(ctx, "slow.example"); err != nil || !mine {
 		t.Fatalf("after Close: mine %v, %v", mine, err)
+	}
+}
+
+// checkCatchAllOnce returns domain's accept-all answer, asking check only
+// if no worker of the cluster knows it or is asking: it claims the domain,
+// waits for another claimant's answer, or asks and shares the answer.
+// check returns nil when it could not tell; that is not shared. It is the
+// claim, wait and share loop the engine runs (pipeline's engine.go), over
+// the cluster's CatchAll alone.
+func checkCatchAllOnce(ctx context.Context, s *CatchAll, domain string, check func(context.Context) (*bool, error)) (*bool, error) {
+	for {
+		answer, mine, err := s.Claim(ctx, domain)
+		if err != nil {
+			return nil, err
+		}
+		if answer != nil {
+			return answer, nil
+		}
+		if mine {
+			got, err := check(ctx)
+			if err != nil || got == nil {
+				_ = s.Abandon(context.WithoutCancel(ctx), domain)
+				return nil, err
+			}
+			if err := s.Put(ctx, domain, *got); err != nil {
+				return got, err
+			}
+			return got, nil
+		}
+		answer, err = s.Wait(ctx, domain)
+		if err != nil || answer != nil {
+			return answer, err
+		}
 	}
 }

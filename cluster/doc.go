@@ -20,7 +20,7 @@
 //   - the cluster-wide politeness Budget (egress.Budget): per operator,
 //     session leases with TTLs, a shared RCPT token bucket and a shared
 //     pushback pause;
-//   - the CatchAllShare, so a domain's accept-all question is asked once by
+//   - CatchAll (the engine's pipeline.CatchAllShare), so a domain's accept-all question is asked once by
 //     the whole cluster;
 //   - the VerdictCache, the verdict store of cluster mode, in a KV bucket;
 //   - Status, the snapshot `bulkverify cluster status` prints.

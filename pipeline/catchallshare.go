@@ -6,9 +6,9 @@ import (
 )
 
 // CatchAllShare lets the engines of several processes (a cluster's workers)
-// ask each domain's accept-all question once between them. It has the
-// method set of cluster.CatchAllShare, which implements it; this package
-// does not import the cluster package.
+// ask each domain's accept-all question once between them.
+// *cluster.CatchAll implements it; this package does not import the
+// cluster package.
 //
 // A domain is unknown (the first Claim takes it: the caller must find the
 // answer and Put it, or Abandon the claim), claimed by another (its
