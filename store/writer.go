@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -22,6 +23,8 @@ type batch struct {
 	domains []DomainInfo
 	mx      []MXInfo
 	done    []chan error // Flush calls waiting for this batch
+
+	sortKeys []sortKey // sortBatch's scratch, kept for the next use of the batch
 }
 
 // entRef locates one entry in batch.buf: key buf[k:v], value buf[v:end].
@@ -380,8 +383,11 @@ func (w *writer) close() error {
 // sortBatch sorts the entries by key, and equal keys in the order they
 // were Put (their place in buf), so the last one wins. Keys in a batch share
 // a long prefix (namespace, then often "d"...), so each entry first gets the
-// 8 bytes that follow the prefix common to the whole batch, and only equal
-// abbreviations compare whole keys: most comparisons are of two integers.
+// 16 bytes that follow the prefix common to the whole batch, as two
+// integers, and only equal abbreviations compare the rest of the keys. Eight
+// bytes were not enough: they hold little more than the domain, so the
+// addresses of one domain all tied and compared whole keys. The keys are
+// sorted in a slice kept with the batch, so a commit allocates nothing.
 func sortBatch(b *batch) {
 	if len(b.ents) < 2 {
 		return
@@ -397,34 +403,54 @@ func sortBatch(b *batch) {
 		}
 		common = i
 	}
-	type abbrev struct {
-		a uint64
-		e entRef
-	}
-	keys := make([]abbrev, len(b.ents))
+	keys := slices.Grow(b.sortKeys[:0], len(b.ents))[:len(b.ents)]
 	for i, e := range b.ents {
-		var a [8]byte
+		var a [sortAbbrevBytes]byte
 		k := b.buf[e.k:e.v]
 		if common < len(k) {
 			copy(a[:], k[common:])
 		}
-		keys[i] = abbrev{binary.BigEndian.Uint64(a[:]), e}
+		keys[i] = sortKey{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:]), e}
 	}
-	slices.SortFunc(keys, func(x, y abbrev) int {
+	rest := uint32(common + sortAbbrevBytes) // bytes known equal when abbreviations are
+	slices.SortFunc(keys, func(x, y sortKey) int {
 		switch {
-		case x.a < y.a:
+		case x.hi < y.hi:
 			return -1
-		case x.a > y.a:
+		case x.hi > y.hi:
+			return 1
+		case x.lo < y.lo:
+			return -1
+		case x.lo > y.lo:
 			return 1
 		}
-		if c := bytes.Compare(b.buf[x.e.k:x.e.v], b.buf[y.e.k:y.e.v]); c != 0 {
+		// Equal abbreviations: the keys are equal up to the shorter one's
+		// end or to rest, whichever comes first, and the longer one holds
+		// zeros there. A key that ends within the abbreviation therefore
+		// sorts before a longer one.
+		lx, ly := x.e.v-x.e.k, y.e.v-y.e.k
+		if lx <= rest || ly <= rest {
+			if c := cmp.Compare(lx, ly); c != 0 {
+				return c
+			}
+		} else if c := bytes.Compare(b.buf[x.e.k+rest:x.e.v], b.buf[y.e.k+rest:y.e.v]); c != 0 {
 			return c
 		}
-		return int(x.e.k) - int(y.e.k)
+		return cmp.Compare(x.e.k, y.e.k)
 	})
 	for i := range keys {
 		b.ents[i] = keys[i].e
 	}
+	b.sortKeys = keys
+}
+
+const sortAbbrevBytes = 16
+
+// sortKey is an entry with the 16 bytes of its key that follow the batch's
+// common prefix.
+type sortKey struct {
+	hi, lo uint64
+	e      entRef
 }
 
 // writeBatch commits a batch: its verdicts as a new segment, its domain
