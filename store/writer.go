@@ -24,7 +24,7 @@ type batch struct {
 	mx      []MXInfo
 	done    []chan error // Flush calls waiting for this batch
 
-	sortKeys []sortKey // sortBatch's scratch, kept for the next use of the batch
+	sortKeys, sortSpare []sortKey // sortBatch's scratch, kept for the next use of the batch
 }
 
 // entRef locates one entry in batch.buf: key buf[k:v], value buf[v:end].
@@ -412,36 +412,78 @@ func sortBatch(b *batch) {
 		}
 		keys[i] = sortKey{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:]), e}
 	}
+	keys, b.sortSpare = radixSort(keys, slices.Grow(b.sortSpare[:0], len(keys))[:len(keys)])
+	// Equal abbreviations stay in Put order; runs of them are ordered by
+	// the rest of their keys.
 	rest := uint32(common + sortAbbrevBytes) // bytes known equal when abbreviations are
-	slices.SortFunc(keys, func(x, y sortKey) int {
-		switch {
-		case x.hi < y.hi:
-			return -1
-		case x.hi > y.hi:
-			return 1
-		case x.lo < y.lo:
-			return -1
-		case x.lo > y.lo:
-			return 1
+	for i := 0; i < len(keys); {
+		j := i + 1
+		for j < len(keys) && keys[j].hi == keys[i].hi && keys[j].lo == keys[i].lo {
+			j++
 		}
-		// Equal abbreviations: the keys are equal up to the shorter one's
-		// end or to rest, whichever comes first, and the longer one holds
-		// zeros there. A key that ends within the abbreviation therefore
-		// sorts before a longer one.
-		lx, ly := x.e.v-x.e.k, y.e.v-y.e.k
-		if lx <= rest || ly <= rest {
-			if c := cmp.Compare(lx, ly); c != 0 {
-				return c
-			}
-		} else if c := bytes.Compare(b.buf[x.e.k+rest:x.e.v], b.buf[y.e.k+rest:y.e.v]); c != 0 {
-			return c
+		if j-i > 1 {
+			slices.SortStableFunc(keys[i:j], func(x, y sortKey) int { return compareTails(b.buf, x.e, y.e, rest) })
 		}
-		return cmp.Compare(x.e.k, y.e.k)
-	})
+		i = j
+	}
 	for i := range keys {
 		b.ents[i] = keys[i].e
 	}
 	b.sortKeys = keys
+}
+
+// compareTails orders two keys whose abbreviations are equal: they are
+// equal up to the shorter one's end or to rest, whichever comes first, and
+// the longer one holds zeros there, so a key that ends within the
+// abbreviation sorts before a longer one. Equal keys compare equal (the
+// caller's stable sort keeps them in Put order).
+func compareTails(buf []byte, x, y entRef, rest uint32) int {
+	lx, ly := x.v-x.k, y.v-y.k
+	if lx <= rest || ly <= rest {
+		return cmp.Compare(lx, ly)
+	}
+	return bytes.Compare(buf[x.k+rest:x.v], buf[y.k+rest:y.v])
+}
+
+// radixSort sorts keys by (hi, lo), stably: a least-significant-digit
+// radix sort on bytes, skipping the bytes that are the same in every key
+// (a batch's keys share much: ".test", "\x00u"...). It returns the sorted
+// slice and the other one, both for reuse.
+func radixSort(keys, spare []sortKey) (sorted, other []sortKey) {
+	var counts [sortAbbrevBytes][256]int
+	for i := range keys {
+		k := &keys[i]
+		for d := range 8 {
+			counts[d][byte(k.lo>>(8*d))]++
+			counts[8+d][byte(k.hi>>(8*d))]++
+		}
+	}
+	src, dst := keys, spare
+	for d := range sortAbbrevBytes {
+		c := &counts[d]
+		if c[digit(&src[0], d)] == len(src) {
+			continue // one value: this byte orders nothing
+		}
+		sum := 0
+		for v := range c {
+			sum, c[v] = sum+c[v], sum
+		}
+		for i := range src {
+			v := digit(&src[i], d)
+			dst[c[v]] = src[i]
+			c[v]++
+		}
+		src, dst = dst, src
+	}
+	return src, dst
+}
+
+// digit is byte d of a key's abbreviation, from the least significant.
+func digit(k *sortKey, d int) byte {
+	if d < 8 {
+		return byte(k.lo >> (8 * d))
+	}
+	return byte(k.hi >> (8 * (d - 8)))
 }
 
 const sortAbbrevBytes = 16
