@@ -165,15 +165,15 @@ func must(err error) {
 
 // clusterEnv is one world, one NATS server and three workers.
 type clusterEnv struct {
-	t        *testing.T
-	bin      string
-	dir      string
-	cfg      string
-	sim      *mailsim.Sim
-	nats     *natstest.Server
-	url      string
-	bigmail  *mailsim.ConcurrencyWatch
-	workers  []*proc
+	t       *testing.T
+	bin     string
+	dir     string
+	cfg     string
+	sim     *mailsim.Sim
+	nats    *natstest.Server
+	url     string
+	bigmail *mailsim.ConcurrencyWatch
+	workers []*proc
 }
 
 // proc is a bulkverify process the suite started.

@@ -63,15 +63,17 @@ func (e *engine) claimCatchAll(ctx context.Context, dom *domainState) (ask bool)
 // up, or gone stale: its worker died) is claimed again: if it is then this
 // engine's, the check is asked here; if yet another holds it now, that one
 // is waited for, a few times at most; then the acceptances go out with
-// catch_all unknown.
+// catch_all unknown. A share that cannot be reached meanwhile (its server
+// restarting) is left, as claimCatchAll leaves it: the check is asked here
+// and its answer kept to this engine.
 func (e *engine) waitShared(dom *domainState) {
 	defer e.sharing.Done()
 	defer e.router.done()
 	ctx := e.workCtx
 	share := e.cfg.CatchAllShare
 	var answer *bool
+	var err error
 	for range maxShareWaits {
-		var err error
 		answer, err = share.Wait(ctx, dom.name)
 		if err != nil || answer != nil || ctx.Err() != nil {
 			break
@@ -91,6 +93,10 @@ func (e *engine) waitShared(dom *domainState) {
 			e.router.add([]*target{e.catchAllTarget(dom)})
 			return
 		}
+	}
+	if err != nil && answer == nil && ctx.Err() == nil {
+		e.router.add([]*target{e.catchAllTarget(dom)})
+		return
 	}
 	e.settleShared(dom, answer)
 }

@@ -228,9 +228,14 @@ func startNATS(t *testing.T) string { return natstest.Start(t, server.Options{})
 
 func connectCluster(t *testing.T, url string) *cluster.Conn {
 	t.Helper()
+	return connectClusterWith(t, cluster.Config{URL: url, ClaimTTL: time.Minute})
+}
+
+func connectClusterWith(t *testing.T, cfg cluster.Config) *cluster.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := cluster.Connect(ctx, cluster.Config{URL: url, ClaimTTL: time.Minute})
+	c, err := cluster.Connect(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,3 +365,43 @@ func (silentShare) Abandon(context.Context, string) error              { return 
 func (silentShare) Wait(context.Context, string) (*bool, error)        { return nil, nil }
 
 var _ CatchAllShare = (*cluster.CatchAll)(nil)
+
+// A share lost while the acceptances wait for another process's answer
+// (its NATS server gone) is left: the check is asked here, as when the
+// share cannot be reached at the claim, and catch_all is known.
+func TestCatchAllShareLostWhileWaiting(t *testing.T) {
+	h := newHarness(t, unitWorld())
+	h.cfg.NoPositiveControl = true
+	ns := natstest.Start(t, server.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	// Short waits, so that the waiting engine soon asks the share again
+	// and finds it gone; nothing is asserted on these times.
+	ccfg := cluster.Config{URL: ns.URL(), ClaimTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
+	other := connectClusterWith(t, ccfg).CatchAll()
+	if _, mine, err := other.Claim(ctx, "one.test"); err != nil || !mine {
+		t.Fatalf("claim: %v %v", mine, err)
+	}
+	cfg := h.cfg
+	cfg.CatchAllShare = connectClusterWith(t, ccfg).CatchAll()
+	p := NewUnitProber(ctx, cfg, h.resolver())
+	c := newCollected()
+	as := addrs("one.test", 4)
+	done := make(chan error, 1)
+	go func() { done <- p.Probe(ctx, as, nil, c.emit) }()
+	waitFor(t, "the addresses asked", func() bool { return h.sim.Commands("mx.provider.test", "RCPT") >= 4 })
+	ns.Shutdown()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	c.check(t, as)
+	for _, v := range c.got {
+		if v.CatchAll == nil || *v.CatchAll {
+			t.Errorf("%v: catch_all %v, want false", v.Addr, v.CatchAll)
+		}
+	}
+	if got := h.sim.Commands("mx.provider.test", "RCPT"); got != 5 {
+		t.Errorf("RCPT = %d, want 4 and this engine's check", got)
+	}
+}
